@@ -1,0 +1,327 @@
+//! Error types, one per family of operations.
+//!
+//! Each keeps its source error (never a stringified copy) and says what the caller can do about
+//! it: [`StoreError::is_retriable`] tells a transient database problem from a permanent one.
+
+use std::time::Duration;
+
+use crate::model::{ExecutionId, TaskId};
+
+/// Input that does not fit runtally's data model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// An id is empty, only whitespace, or holds a control character.
+    #[error("{kind} id {problem}")]
+    InvalidId {
+        /// Which id: `execution`, `task` or `plan`.
+        kind: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A count does not fit a Bolt integer (signed 64-bit).
+    #[error("{field} = {value} is above the largest Bolt integer ({max})", max = i64::MAX)]
+    CountOutOfRange {
+        /// The field, by its JSON name.
+        field: &'static str,
+        /// The value given (saturated at `u64::MAX` for sums).
+        value: u64,
+    },
+    /// A status string is not one runtally knows.
+    #[error("unknown run status {0:?}")]
+    UnknownStatus(String),
+    /// A task result was sent with a definition of another task.
+    #[error("task definition {definition:?} does not match result {result:?}", definition = definition.as_str(), result = result.as_str())]
+    TaskIdMismatch {
+        /// The definition's `id`.
+        definition: TaskId,
+        /// The result's `taskId`.
+        result: TaskId,
+    },
+    /// A run's end time is before its start time.
+    #[error("end time {end} is before the run's start time {start}")]
+    EndBeforeStart {
+        /// The run's start.
+        start: chrono::DateTime<chrono::Utc>,
+        /// The end given.
+        end: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+/// What went wrong talking to the graph database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The URI or driver settings are invalid; retrying cannot help.
+    #[error("invalid database configuration")]
+    Config(#[source] neo4rs::Error),
+    /// The server rejected the credentials.
+    #[error("the database rejected the credentials")]
+    Auth(#[source] neo4rs::Error),
+    /// The server could not be reached, or the connection broke.
+    #[error("cannot reach the database")]
+    Connection(#[source] neo4rs::Error),
+    /// A statement failed on the server (see [`StoreError::code`]).
+    #[error("{statement} failed")]
+    Query {
+        /// Which statement: `upsert executions`, `upsert tasks`, `commit`, …
+        statement: &'static str,
+        /// The driver's error, with the server's code and message.
+        #[source]
+        source: neo4rs::Error,
+    },
+    /// The write did not finish within the configured timeout.
+    #[error("database call timed out after {0:?}")]
+    Timeout(Duration),
+    /// Task rows whose execution node was missing were not written (the transaction was rolled
+    /// back; runtally always writes executions first, so this means the batch was malformed).
+    #[error("{missing} of {expected} task rows found no execution node")]
+    Orphaned {
+        /// Task rows sent.
+        expected: usize,
+        /// Task rows not written.
+        missing: usize,
+    },
+    /// A value read back does not have the type the seed writes.
+    #[error("property {property} of node {node}: {problem}")]
+    Decode {
+        /// The node's id.
+        node: String,
+        /// The property.
+        property: &'static str,
+        /// What was wrong.
+        problem: String,
+    },
+}
+
+impl StoreError {
+    /// Whether the same write may succeed if sent again: connection failures, timeouts and the
+    /// server's `Neo.TransientError.*` (deadlocks between concurrent writers, for one).
+    /// Syntax, constraint and authentication errors are permanent.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            StoreError::Connection(_) | StoreError::Timeout(_) => true,
+            StoreError::Query { source, .. } => driver_error_is_retriable(source),
+            StoreError::Config(_)
+            | StoreError::Auth(_)
+            | StoreError::Orphaned { .. }
+            | StoreError::Decode { .. } => false,
+        }
+    }
+
+    /// The server's status code (`Neo.ClientError.Statement.SyntaxError`, …), if it sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            StoreError::Query {
+                source: neo4rs::Error::Neo4j(e),
+                ..
+            } => Some(e.code()),
+            _ => None,
+        }
+    }
+
+    /// Wraps a driver error from `statement`, sorting it into the right variant.
+    pub(crate) fn from_driver(statement: &'static str, e: neo4rs::Error) -> Self {
+        use neo4rs::Error as E;
+        match e {
+            E::AuthenticationError(_) => StoreError::Auth(e),
+            E::Neo4j(ref n) if n.code().starts_with("Neo.ClientError.Security.") => {
+                StoreError::Auth(e)
+            }
+            E::UrlParseError(_)
+            | E::UnsupportedScheme(_)
+            | E::InvalidDnsName(_)
+            | E::InvalidConfig => StoreError::Config(e),
+            E::IOError { .. }
+            | E::ConnectionError
+            | E::ConnectionTimedOut
+            | E::IncompleteBoltExchange
+            | E::ServerUnavailableError(_) => StoreError::Connection(e),
+            other => StoreError::Query {
+                statement,
+                source: other,
+            },
+        }
+    }
+}
+
+/// Driver errors that say "try again": the server's transient class and the connection-level
+/// failures the driver reports as a query error.
+fn driver_error_is_retriable(e: &neo4rs::Error) -> bool {
+    use neo4rs::Error as E;
+    match e {
+        E::Neo4j(n) => code_is_retriable(n.code()),
+        E::RequestIgnoredError | E::Ignored(_) | E::RoutingTableRefreshFailed(_) => true,
+        _ => false,
+    }
+}
+
+/// Server status codes worth retrying: the transient class (deadlocks, lock timeouts, an
+/// unavailable database) and a cluster member that stopped being the leader.
+fn code_is_retriable(code: &str) -> bool {
+    code.starts_with("Neo.TransientError.")
+        || code == "Neo.ClientError.Cluster.NotALeader"
+        || code == "Neo.ClientError.General.ForbiddenOnReadOnlyDatabase"
+}
+
+/// A configuration value is invalid. Names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required setting is missing.
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    /// A setting has a value runtally cannot use.
+    #[error("{field} is invalid: {reason}")]
+    Invalid {
+        /// The setting (builder method or environment variable).
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a run could not be begun.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BeginError {
+    /// A run with this id is already live in this aggregator.
+    #[error("run {0} is already live")]
+    Duplicate(ExecutionId),
+    /// The run's start values are invalid.
+    #[error("invalid run start")]
+    Invalid(#[from] ModelError),
+    /// The aggregator is shutting down or gone.
+    #[error("the aggregator is shutting down")]
+    ShuttingDown,
+    /// Waiting for room to queue the run's first write failed.
+    #[error("the aggregator is full")]
+    Full,
+}
+
+/// Why a task result (or a finish or cancel) was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// Pending writes are at `max_pending_rows` (only from the `try_` methods; the async ones
+    /// wait instead).
+    #[error("runtally is full: pending writes are at the configured bound")]
+    Full,
+    /// The run was already finished or cancelled; the message was rejected and counted.
+    #[error("run {0} has already finished")]
+    RunFinished(ExecutionId),
+    /// The result is invalid (bad ids, counts out of range, end before start).
+    #[error("invalid task result")]
+    Invalid(#[from] ModelError),
+    /// The aggregator is shutting down or gone.
+    #[error("the aggregator is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a flush did not complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The aggregator is shut down.
+    #[error("the aggregator is shut down")]
+    ShuttingDown,
+    /// A write failed permanently; its rows were reported as rejected.
+    #[error("a write failed")]
+    Store(#[from] StoreError),
+    /// The flush did not finish within the given time (writes stay queued).
+    #[error("flush did not finish within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Why an aggregator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("invalid configuration")]
+    Config(#[from] ConfigError),
+    /// The database rejected the URI or the credentials. (An unreachable database is not an
+    /// error: the aggregator starts and keeps trying.)
+    #[error("cannot use the database")]
+    Store(#[from] StoreError),
+    /// The actor threads could not be started.
+    #[error("cannot start runtally's threads")]
+    Runtime(#[source] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_texts_are_pinned() {
+        assert_eq!(
+            ModelError::InvalidId {
+                kind: "execution",
+                problem: "is empty"
+            }
+            .to_string(),
+            "execution id is empty"
+        );
+        assert_eq!(
+            StoreError::Timeout(Duration::from_secs(2)).to_string(),
+            "database call timed out after 2s"
+        );
+        assert_eq!(
+            StoreError::Orphaned {
+                expected: 3,
+                missing: 1
+            }
+            .to_string(),
+            "1 of 3 task rows found no execution node"
+        );
+        assert_eq!(
+            ConfigError::Missing("NEO4J_URI").to_string(),
+            "NEO4J_URI is not set"
+        );
+        assert_eq!(
+            RecordError::Full.to_string(),
+            "runtally is full: pending writes are at the configured bound"
+        );
+        assert_eq!(
+            BeginError::Duplicate(ExecutionId::new("e").expect("id")).to_string(),
+            "run e is already live"
+        );
+    }
+
+    #[test]
+    fn transient_server_codes_are_retriable_client_errors_are_not() {
+        assert!(code_is_retriable(
+            "Neo.TransientError.Transaction.DeadlockDetected"
+        ));
+        assert!(code_is_retriable(
+            "Neo.TransientError.General.DatabaseUnavailable"
+        ));
+        assert!(code_is_retriable("Neo.ClientError.Cluster.NotALeader"));
+        assert!(!code_is_retriable("Neo.ClientError.Statement.SyntaxError"));
+        assert!(!code_is_retriable(
+            "Neo.ClientError.Schema.ConstraintValidationFailed"
+        ));
+        assert!(!code_is_retriable("Neo.DatabaseError.General.UnknownError"));
+    }
+
+    #[test]
+    fn connection_and_timeout_errors_are_retriable_auth_and_config_are_not() {
+        let io = neo4rs::Error::IOError {
+            detail: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert!(StoreError::from_driver("x", io).is_retriable());
+        assert!(StoreError::Timeout(Duration::from_secs(1)).is_retriable());
+        let auth = StoreError::from_driver("x", neo4rs::Error::AuthenticationError("no".into()));
+        assert!(matches!(auth, StoreError::Auth(_)));
+        assert!(!auth.is_retriable());
+        let cfg = StoreError::from_driver("x", neo4rs::Error::UnsupportedScheme("http".into()));
+        assert!(matches!(cfg, StoreError::Config(_)));
+        assert!(!cfg.is_retriable());
+        assert!(!StoreError::Orphaned {
+            expected: 1,
+            missing: 1
+        }
+        .is_retriable());
+    }
+}

@@ -1,0 +1,319 @@
+//! In-memory stores: a [`MemoryStore`] that keeps the latest rows (for actor-logic tests, with
+//! fault injection) and a [`NullStore`] that discards everything (to measure runtally alone).
+//!
+//! Neither proves anything about persistence; the integration tests use the real database.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+
+use super::{BoxFuture, GraphStore};
+use crate::error::StoreError;
+use crate::model::RunStatus;
+use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+
+type Fault = Box<dyn FnMut(&WriteBatch) -> Option<StoreError> + Send>;
+
+#[derive(Default)]
+struct Graph {
+    executions: HashMap<String, ExecutionRow>,
+    tasks: HashMap<String, TaskRow>,
+    failed_edges: HashSet<String>,
+    batches: u64,
+    interrupted: HashSet<String>,
+}
+
+/// Keeps the latest execution and task rows in memory, with the same all-or-nothing and
+/// no-orphan rules as the Neo4j store. Clones share the data.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    graph: Arc<Mutex<Graph>>,
+    fault: Arc<Mutex<Option<Fault>>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every later write call `fault` first; a returned error fails that write (nothing
+    /// of it is stored).
+    pub fn fail_with(
+        &self,
+        fault: impl FnMut(&WriteBatch) -> Option<StoreError> + Send + 'static,
+    ) {
+        *lock(&self.fault) = Some(Box::new(fault));
+    }
+
+    /// Stops injecting faults.
+    pub fn heal(&self) {
+        *lock(&self.fault) = None;
+    }
+
+    /// The latest row of an execution.
+    pub fn execution(&self, id: &str) -> Option<ExecutionRow> {
+        lock(&self.graph).executions.get(id).cloned()
+    }
+
+    /// Every execution row.
+    pub fn executions(&self) -> Vec<ExecutionRow> {
+        lock(&self.graph).executions.values().cloned().collect()
+    }
+
+    /// The latest rows of a run's tasks, ordered by node id.
+    pub fn tasks_of(&self, execution_id: &str) -> Vec<TaskRow> {
+        let graph = lock(&self.graph);
+        let mut tasks: Vec<TaskRow> = graph
+            .tasks
+            .values()
+            .filter(|t| t.execution_id.as_str() == execution_id)
+            .cloned()
+            .collect();
+        tasks.sort_by(|a, b| a.id.cmp(&b.id));
+        tasks
+    }
+
+    /// Number of task nodes.
+    pub fn task_count(&self) -> usize {
+        lock(&self.graph).tasks.len()
+    }
+
+    /// Whether the task execution `id` has a `FAILED_TASK` edge.
+    pub fn has_failed_edge(&self, id: &str) -> bool {
+        lock(&self.graph).failed_edges.contains(id)
+    }
+
+    /// Batches written successfully.
+    pub fn batches(&self) -> u64 {
+        lock(&self.graph).batches
+    }
+
+    /// Whether reconciliation marked this run interrupted.
+    pub fn interrupted(&self, id: &str) -> bool {
+        lock(&self.graph).interrupted.contains(id)
+    }
+
+    fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if let Some(fault) = lock(&self.fault).as_mut() {
+            if let Some(e) = fault(batch) {
+                return Err(e);
+            }
+        }
+        let mut graph = lock(&self.graph);
+        let missing = batch
+            .tasks
+            .iter()
+            .filter(|t| {
+                !graph.executions.contains_key(t.execution_id.as_str())
+                    && !batch.executions.iter().any(|e| e.id == t.execution_id)
+            })
+            .count();
+        if missing > 0 {
+            return Err(StoreError::Orphaned {
+                expected: batch.tasks.len(),
+                missing,
+            });
+        }
+        for row in &batch.executions {
+            let created = graph
+                .executions
+                .get(row.id.as_str())
+                .map_or(row.created, |old| old.created);
+            let mut row = row.clone();
+            row.created = created;
+            graph.executions.insert(row.id.as_str().to_owned(), row);
+        }
+        for row in &batch.tasks {
+            if row.failed() {
+                graph.failed_edges.insert(row.id.clone());
+            } else {
+                graph.failed_edges.remove(&row.id);
+            }
+            graph.tasks.insert(row.id.clone(), row.clone());
+        }
+        graph.batches += 1;
+        Ok(())
+    }
+}
+
+impl GraphStore for MemoryStore {
+    fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
+        let outcome = self.apply(batch);
+        Box::pin(async move { outcome })
+    }
+
+    fn ensure_schema(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn reconcile_stale(
+        &self,
+        cutoff: DateTime<Utc>,
+        except_owner: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        let mut graph = lock(&self.graph);
+        let mut marked = Vec::new();
+        for row in graph.executions.values_mut() {
+            let live = row.end_time.is_none()
+                && matches!(row.status, RunStatus::Running | RunStatus::Failed);
+            let other_owner = except_owner.is_none() || row.owner.as_deref() != except_owner;
+            if live && other_owner && row.updated < cutoff {
+                row.status = RunStatus::Failed;
+                row.end_time = Some(now);
+                row.duration_ms = (now - row.start_time).num_milliseconds();
+                row.updated = now;
+                marked.push(row.id.as_str().to_owned());
+            }
+        }
+        graph.interrupted.extend(marked.iter().cloned());
+        Box::pin(async move { Ok(marked) })
+    }
+}
+
+/// Discards every batch, counting rows: measures runtally's own path without a database.
+#[derive(Debug, Default)]
+pub struct NullStore {
+    rows: AtomicU64,
+    batches: AtomicU64,
+}
+
+impl NullStore {
+    /// A new null store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rows discarded so far.
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    /// Batches discarded so far.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+}
+
+impl GraphStore for NullStore {
+    fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn ensure_schema(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn reconcile_stale(
+        &self,
+        _cutoff: DateTime<Utc>,
+        _except_owner: Option<&str>,
+        _now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking test thread poisoned it: the maps stay
+/// consistent because every update above is a single insert or remove.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ExecutionId, PlanId, TaskDefinition, TaskId, TaskResult};
+
+    fn exec_row(id: &str) -> ExecutionRow {
+        ExecutionRow::started(
+            ExecutionId::new(id).expect("id"),
+            PlanId::new("p").expect("id"),
+            2,
+            Utc::now(),
+            Utc::now(),
+        )
+        .expect("row")
+    }
+
+    fn task_row(exec: &str, task: &str, failed: bool) -> TaskRow {
+        let t = TaskId::new(task).expect("id");
+        let result = if failed {
+            TaskResult::failure(t.clone(), "x")
+        } else {
+            TaskResult::success(t.clone())
+        };
+        TaskRow::new(
+            &ExecutionId::new(exec).expect("id"),
+            &PlanId::new("p").expect("id"),
+            &TaskDefinition::new(t),
+            result,
+            Utc::now(),
+        )
+        .expect("row")
+    }
+
+    #[tokio::test]
+    async fn orphan_tasks_fail_the_whole_batch() {
+        let store = MemoryStore::new();
+        let batch = WriteBatch {
+            executions: vec![],
+            tasks: vec![task_row("nope", "t", false)],
+        };
+        let err = store.write(&batch).await.expect_err("orphan");
+        assert!(matches!(err, StoreError::Orphaned { missing: 1, .. }));
+        assert_eq!(store.task_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_success_re_sent_over_a_failure_removes_the_failed_edge() {
+        let store = MemoryStore::new();
+        let first = WriteBatch {
+            executions: vec![exec_row("e")],
+            tasks: vec![task_row("e", "t", true)],
+        };
+        store.write(&first).await.expect("write");
+        assert!(store.has_failed_edge("e-t"));
+        let second = WriteBatch {
+            executions: vec![],
+            tasks: vec![task_row("e", "t", false)],
+        };
+        store.write(&second).await.expect("write");
+        assert!(!store.has_failed_edge("e-t"));
+        assert_eq!(store.task_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn injected_faults_fail_writes_until_healed() {
+        let store = MemoryStore::new();
+        store.fail_with(|_| Some(StoreError::Timeout(std::time::Duration::from_millis(1))));
+        let batch = WriteBatch {
+            executions: vec![exec_row("e")],
+            tasks: vec![],
+        };
+        assert!(store.write(&batch).await.is_err());
+        assert!(store.execution("e").is_none());
+        store.heal();
+        store.write(&batch).await.expect("healed");
+        assert!(store.execution("e").is_some());
+    }
+}

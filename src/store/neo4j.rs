@@ -1,0 +1,667 @@
+//! [`GraphStore`] over Bolt with `neo4rs`: the seed's graph, written in batches.
+//!
+//! Each batch is one explicit transaction of at most two `UNWIND $rows` statements, executions
+//! first. All values travel as parameters; the Cypher text is constant. Every `SET` writes an
+//! absolute value, so a batch sent twice (a retry after a lost commit) changes nothing.
+//!
+//! Relationship `MERGE`s start from the task node (`MERGE (te)<-[:R]-(exec)`): the other way
+//! round, a server may scan all of the execution's edges for every row, and a run with thousands
+//! of tasks slows down as it grows.
+//!
+//! Explicit transactions are not retried by the driver (its auto-commit `Graph::run` is, for up
+//! to a minute); runtally's writer owns the retry policy, so writes go through `Txn` only.
+
+use chrono::{DateTime, Utc};
+use neo4rs::{query, BoltMap, BoltNode, BoltString, BoltType, Graph, Query, Txn};
+
+use super::{BoxFuture, ExecutionRecord, GraphStore, TaskExecutionRecord};
+use crate::config::Neo4jConfig;
+use crate::error::StoreError;
+use crate::model::{ExecutionId, RunStatus, TaskStatus};
+use crate::rows::{iso_millis, ExecutionRow, TaskRow, WriteBatch};
+
+/// Upserts execution nodes with absolute values. `created` only on creation; the plan link only
+/// when the row asks for it (first and final writes), because merging it scans the execution's
+/// edges.
+const UPSERT_EXECUTIONS: &str = "\
+UNWIND $rows AS row
+MERGE (exec:Node {id: row.id})
+ON CREATE SET exec.created = datetime(row.created)
+SET exec.type = 'orchestration_execution',
+    exec.planId = row.planId,
+    exec.status = row.status,
+    exec.startTime = datetime(row.startTime),
+    exec.endTime = CASE WHEN row.endTime IS NULL THEN null ELSE datetime(row.endTime) END,
+    exec.duration = row.duration,
+    exec.tasksTotal = row.tasksTotal,
+    exec.tasksSuccessful = row.tasksSuccessful,
+    exec.tasksFailed = row.tasksFailed,
+    exec.tokensInput = row.tokensInput,
+    exec.tokensOutput = row.tokensOutput,
+    exec.tokensTotal = row.tokensTotal,
+    exec.toolCalls = row.toolCalls,
+    exec.updated = datetime(row.updated),
+    exec.runtallyOwner = row.owner,
+    exec.runtallyHeartbeat = datetime(row.updated)
+WITH exec, row WHERE row.linkPlan
+MATCH (plan:Node {id: row.planId})
+WHERE plan.type = 'orchestration_plan'
+MERGE (exec)-[:EXECUTES_PLAN]->(plan)";
+
+/// Upserts task execution nodes and their edges, returning how many rows found their
+/// execution. `FAILED_TASK` follows the row's status, so a success re-sent over a failure
+/// removes the edge.
+const UPSERT_TASKS: &str = "\
+UNWIND $rows AS row
+MATCH (exec:Node {id: row.executionId})
+WHERE exec.type = 'orchestration_execution'
+MERGE (te:Node {id: row.id})
+SET te.type = 'task_execution',
+    te.executionId = row.executionId,
+    te.taskId = row.taskId,
+    te.taskTitle = row.taskTitle,
+    te.status = row.status,
+    te.output = row.output,
+    te.error = row.error,
+    te.duration = row.duration,
+    te.agentRoleDescription = row.agentRoleDescription,
+    te.qcRoleDescription = row.qcRoleDescription,
+    te.prompt = row.prompt,
+    te.tokensInput = row.tokensInput,
+    te.tokensOutput = row.tokensOutput,
+    te.tokensTotal = row.tokensTotal,
+    te.toolCalls = row.toolCalls,
+    te.attemptNumber = row.attemptNumber,
+    te.qcPassed = row.qcPassed,
+    te.qcScore = row.qcScore,
+    te.qcFeedback = row.qcFeedback,
+    te.qcIssues = row.qcIssues,
+    te.qcRequiredFixes = row.qcRequiredFixes,
+    te.timestamp = datetime(row.timestamp),
+    te.updated = datetime(row.timestamp)
+MERGE (te)<-[:HAS_TASK_EXECUTION]-(exec)
+FOREACH (_ IN CASE WHEN row.failed THEN [1] ELSE [] END |
+  MERGE (te)<-[:FAILED_TASK]-(exec))
+WITH te, exec, row
+OPTIONAL MATCH (te)<-[stale:FAILED_TASK]-(exec)
+WHERE NOT row.failed
+DELETE stale
+WITH DISTINCT te, row
+OPTIONAL MATCH (plan:Node {id: row.planId})
+WHERE plan.type = 'orchestration_plan'
+FOREACH (p IN CASE WHEN plan IS NULL THEN [] ELSE [plan] END |
+  MERGE (te)<-[:HAS_EXECUTION]-(p))
+RETURN count(DISTINCT te) AS written";
+
+/// Marks runs whose writer stopped heart-beating as interrupted. Seed-written runs have no
+/// heartbeat; their `updated` stands in for it.
+const RECONCILE_STALE: &str = "\
+MATCH (exec:Node {type: 'orchestration_execution'})
+WHERE exec.endTime IS NULL
+  AND exec.status IN ['running', 'failed']
+  AND coalesce(exec.runtallyHeartbeat, exec.updated) < datetime($cutoff)
+  AND ($except IS NULL OR coalesce(exec.runtallyOwner, '') <> $except)
+SET exec.status = 'failed',
+    exec.error = 'interrupted',
+    exec.endTime = datetime($now),
+    exec.duration = CASE WHEN exec.startTime IS NULL THEN 0
+                    ELSE $nowMs - exec.startTime.epochMillis END,
+    exec.updated = datetime($now)
+RETURN exec.id AS id";
+
+const CREATE_CONSTRAINT: &str =
+    "CREATE CONSTRAINT node_id_unique IF NOT EXISTS FOR (n:Node) REQUIRE n.id IS UNIQUE";
+const CREATE_TYPE_INDEX: &str = "CREATE INDEX node_type IF NOT EXISTS FOR (n:Node) ON (n.type)";
+
+/// The seed's three reader queries, verbatim.
+const READ_EXECUTION: &str =
+    "MATCH (exec:Node {id:$executionId, type:'orchestration_execution'}) RETURN exec";
+const READ_TASKS: &str = "MATCH (te:Node) WHERE te.type='task_execution' AND \
+    te.executionId=$executionId RETURN te ORDER BY te.timestamp";
+const READ_EXECUTIONS: &str = "MATCH (exec:Node {type:'orchestration_execution'}) RETURN exec \
+    ORDER BY exec.startTime DESC SKIP $offset LIMIT $limit";
+
+/// A Neo4j (or Bolt-compatible) database behind a connection pool.
+///
+/// Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub struct Neo4jStore {
+    graph: Graph,
+}
+
+impl std::fmt::Debug for Neo4jStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Neo4jStore").finish_non_exhaustive()
+    }
+}
+
+impl Neo4jStore {
+    /// Creates the pool. No connection is opened yet; see [`GraphStore::ping`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] if the driver rejects the URI or settings.
+    pub fn new(config: &Neo4jConfig) -> Result<Self, StoreError> {
+        let mut builder = neo4rs::ConfigBuilder::default()
+            .uri(config.uri())
+            .user(config.user())
+            .password(config.password().expose())
+            .max_connections(config.max_connections())
+            .connection_timeout(config.connection_timeout())
+            .fetch_size(500);
+        if let Some(db) = config.database() {
+            builder = builder.db(db);
+        }
+        let driver_config = builder.build().map_err(StoreError::Config)?;
+        let graph = Graph::connect(driver_config).map_err(StoreError::Config)?;
+        Ok(Self { graph })
+    }
+
+    /// Reads one execution with the seed's status query.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the query fails or a property has an unexpected type.
+    pub async fn execution(&self, id: &ExecutionId) -> Result<Option<ExecutionRecord>, StoreError> {
+        let q = query(READ_EXECUTION).param("executionId", id.as_str());
+        let nodes = self.read_nodes(q, "exec").await?;
+        nodes.into_iter().next().map(execution_record).transpose()
+    }
+
+    /// Reads a run's task executions, ordered by `timestamp`, with the seed's query.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the query fails or a property has an unexpected type.
+    pub async fn task_executions(
+        &self,
+        id: &ExecutionId,
+    ) -> Result<Vec<TaskExecutionRecord>, StoreError> {
+        let q = query(READ_TASKS).param("executionId", id.as_str());
+        self.read_nodes(q, "te")
+            .await?
+            .into_iter()
+            .map(task_record)
+            .collect()
+    }
+
+    /// Lists executions, newest `startTime` first, with the seed's list query.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the query fails or a property has an unexpected type.
+    pub async fn list_executions(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let q = query(READ_EXECUTIONS)
+            .param("limit", i64::from(limit))
+            .param("offset", i64::from(offset));
+        self.read_nodes(q, "exec")
+            .await?
+            .into_iter()
+            .map(execution_record)
+            .collect()
+    }
+
+    /// Runs one query in its own transaction and returns column `column` of every row.
+    async fn read_nodes(&self, q: Query, column: &str) -> Result<Vec<BoltNode>, StoreError> {
+        let mut txn = self.begin().await?;
+        let nodes = collect_nodes(&mut txn, q, column).await;
+        finish(txn, nodes).await
+    }
+
+    async fn begin(&self) -> Result<Txn, StoreError> {
+        self.graph
+            .start_txn()
+            .await
+            .map_err(|e| StoreError::from_driver("begin", e))
+    }
+
+    async fn write_batch(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.begin().await?;
+        let outcome = write_rows(&mut txn, batch).await;
+        finish(txn, outcome).await
+    }
+
+    async fn reconcile(
+        &self,
+        cutoff: DateTime<Utc>,
+        except_owner: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let q = query(RECONCILE_STALE)
+            .param("cutoff", iso_millis(&cutoff))
+            .param("except", except_owner.map(str::to_owned))
+            .param("now", iso_millis(&now))
+            .param("nowMs", now.timestamp_millis());
+        let mut txn = self.begin().await?;
+        let ids = collect_strings(&mut txn, q, "id").await;
+        finish(txn, ids).await
+    }
+}
+
+impl GraphStore for Neo4jStore {
+    fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.write_batch(batch))
+    }
+
+    fn ensure_schema(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // One statement per transaction: servers refuse schema changes mixed with others.
+            for statement in [CREATE_CONSTRAINT, CREATE_TYPE_INDEX] {
+                let mut txn = self.begin().await?;
+                let outcome = txn
+                    .run(query(statement))
+                    .await
+                    .map(drop)
+                    .map_err(|e| StoreError::from_driver("create schema", e));
+                finish(txn, outcome).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut txn = self.begin().await?;
+            let outcome = collect_strings(&mut txn, query("RETURN 'ok' AS ok"), "ok")
+                .await
+                .map(drop);
+            finish(txn, outcome).await
+        })
+    }
+
+    fn reconcile_stale(
+        &self,
+        cutoff: DateTime<Utc>,
+        except_owner: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        let except_owner = except_owner.map(str::to_owned);
+        Box::pin(async move { self.reconcile(cutoff, except_owner.as_deref(), now).await })
+    }
+}
+
+/// Commits on success; on failure rolls back and returns the original error. A failed rollback
+/// is only logged: the server drops the transaction with the connection anyway, and the error
+/// that matters is the first one.
+async fn finish<T>(txn: Txn, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+    match outcome {
+        Ok(value) => {
+            txn.commit()
+                .await
+                .map_err(|e| StoreError::from_driver("commit", e))?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = txn.rollback().await {
+                tracing::debug!(error = %rollback, "rollback after a failed statement failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn write_rows(txn: &mut Txn, batch: &WriteBatch) -> Result<(), StoreError> {
+    if !batch.executions.is_empty() {
+        let rows: BoltType = batch.executions.iter().map(execution_params).collect();
+        txn.run(query(UPSERT_EXECUTIONS).param("rows", rows))
+            .await
+            .map_err(|e| StoreError::from_driver("upsert executions", e))?;
+    }
+    if !batch.tasks.is_empty() {
+        let rows: BoltType = batch.tasks.iter().map(task_params).collect();
+        let q = query(UPSERT_TASKS).param("rows", rows);
+        let written = collect_ints(txn, q, "written").await?;
+        let written = usize::try_from(written.first().copied().unwrap_or(0)).unwrap_or(0);
+        let expected = distinct_task_ids(&batch.tasks);
+        if written != expected {
+            return Err(StoreError::Orphaned {
+                expected,
+                missing: expected.saturating_sub(written),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn distinct_task_ids(tasks: &[TaskRow]) -> usize {
+    let mut ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
+
+async fn collect_values(
+    txn: &mut Txn,
+    q: Query,
+    column: &str,
+    statement: &'static str,
+) -> Result<Vec<BoltType>, StoreError> {
+    let mut stream = txn
+        .execute(q)
+        .await
+        .map_err(|e| StoreError::from_driver(statement, e))?;
+    let mut values = Vec::new();
+    while let Some(row) = stream
+        .next(&mut *txn)
+        .await
+        .map_err(|e| StoreError::from_driver(statement, e))?
+    {
+        let value: BoltType = row.get(column).map_err(|e| StoreError::Decode {
+            node: String::new(),
+            property: "result column",
+            problem: e.to_string(),
+        })?;
+        values.push(value);
+    }
+    Ok(values)
+}
+
+async fn collect_nodes(txn: &mut Txn, q: Query, column: &str) -> Result<Vec<BoltNode>, StoreError> {
+    collect_values(txn, q, column, "read")
+        .await?
+        .into_iter()
+        .map(|v| match v {
+            BoltType::Node(node) => Ok(node),
+            other => Err(decode_error("", "result column", "a node", &other)),
+        })
+        .collect()
+}
+
+async fn collect_strings(txn: &mut Txn, q: Query, column: &str) -> Result<Vec<String>, StoreError> {
+    collect_values(txn, q, column, "query")
+        .await?
+        .into_iter()
+        .map(|v| match v {
+            BoltType::String(s) => Ok(s.value),
+            other => Err(decode_error("", "result column", "a string", &other)),
+        })
+        .collect()
+}
+
+async fn collect_ints(txn: &mut Txn, q: Query, column: &str) -> Result<Vec<i64>, StoreError> {
+    collect_values(txn, q, column, "upsert tasks")
+        .await?
+        .into_iter()
+        .map(|v| match v {
+            BoltType::Integer(i) => Ok(i.value),
+            other => Err(decode_error("", "result column", "an integer", &other)),
+        })
+        .collect()
+}
+
+// --- rows to parameters
+
+struct Params(BoltMap);
+
+impl Params {
+    fn new(capacity: usize) -> Self {
+        Self(BoltMap::with_capacity(capacity))
+    }
+
+    fn put(&mut self, key: &'static str, value: impl Into<BoltType>) -> &mut Self {
+        self.0.put(BoltString::from(key), value.into());
+        self
+    }
+
+    fn time(&mut self, key: &'static str, t: &DateTime<Utc>) -> &mut Self {
+        self.put(key, iso_millis(t))
+    }
+
+    fn done(&mut self) -> BoltType {
+        BoltType::Map(std::mem::take(&mut self.0))
+    }
+}
+
+fn execution_params(row: &ExecutionRow) -> BoltType {
+    let mut p = Params::new(18);
+    p.put("id", row.id.as_str())
+        .put("planId", row.plan_id.as_str())
+        .put("status", row.status.as_str())
+        .time("startTime", &row.start_time)
+        .put("endTime", row.end_time.as_ref().map(iso_millis))
+        .put("duration", row.duration_ms)
+        .put("tasksTotal", row.tasks_total)
+        .put("tasksSuccessful", row.tasks_successful)
+        .put("tasksFailed", row.tasks_failed)
+        .put("tokensInput", row.tokens_input)
+        .put("tokensOutput", row.tokens_output)
+        .put("tokensTotal", row.tokens_total)
+        .put("toolCalls", row.tool_calls)
+        .time("created", &row.created)
+        .time("updated", &row.updated)
+        .put("linkPlan", row.link_plan)
+        .put("owner", row.owner.as_deref());
+    p.done()
+}
+
+fn task_params(row: &TaskRow) -> BoltType {
+    let mut p = Params::new(26);
+    p.put("id", row.id.as_str())
+        .put("executionId", row.execution_id.as_str())
+        .put("planId", row.plan_id.as_str())
+        .put("taskId", row.task_id.as_str())
+        .put("taskTitle", row.task_title.as_str())
+        .put("status", row.status.as_str())
+        .put("failed", row.failed())
+        .put("output", row.output.as_str())
+        .put("error", row.error.as_deref())
+        .put("duration", row.duration)
+        .put("agentRoleDescription", row.agent_role_description.as_str())
+        .put("qcRoleDescription", row.qc_role_description.as_deref())
+        .put("prompt", row.prompt.as_deref())
+        .put("tokensInput", row.tokens_input)
+        .put("tokensOutput", row.tokens_output)
+        .put("tokensTotal", row.tokens_total)
+        .put("toolCalls", row.tool_calls)
+        .put("attemptNumber", row.attempt_number)
+        .put("qcPassed", row.qc_passed)
+        .put("qcScore", row.qc_score)
+        .put("qcFeedback", row.qc_feedback.as_deref())
+        .put("qcIssues", row.qc_issues.as_deref())
+        .put("qcRequiredFixes", row.qc_required_fixes.as_deref())
+        .time("timestamp", &row.timestamp);
+    p.done()
+}
+
+// --- nodes to records, strict about Bolt types: integers must be Integer, times DateTime.
+
+struct Props<'a> {
+    node: &'a BoltNode,
+    id: String,
+}
+
+impl<'a> Props<'a> {
+    fn new(node: &'a BoltNode) -> Self {
+        let id = match node.properties.value.get("id") {
+            Some(BoltType::String(s)) => s.value.clone(),
+            _ => String::new(),
+        };
+        Self { node, id }
+    }
+
+    fn raw(&self, key: &str) -> Option<&'a BoltType> {
+        match self.node.properties.value.get(key) {
+            None | Some(BoltType::Null(_)) => None,
+            Some(v) => Some(v),
+        }
+    }
+
+    fn opt_string(&self, key: &'static str) -> Result<Option<String>, StoreError> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(BoltType::String(s)) => Ok(Some(s.value.clone())),
+            Some(other) => Err(decode_error(&self.id, key, "a string", other)),
+        }
+    }
+
+    fn string(&self, key: &'static str) -> Result<String, StoreError> {
+        self.opt_string(key)?
+            .ok_or_else(|| missing_error(&self.id, key))
+    }
+
+    fn int(&self, key: &'static str) -> Result<i64, StoreError> {
+        match self.raw(key) {
+            Some(BoltType::Integer(i)) => Ok(i.value),
+            Some(other) => Err(decode_error(&self.id, key, "an integer", other)),
+            None => Err(missing_error(&self.id, key)),
+        }
+    }
+
+    fn bool(&self, key: &'static str) -> Result<bool, StoreError> {
+        match self.raw(key) {
+            Some(BoltType::Boolean(b)) => Ok(b.value),
+            Some(other) => Err(decode_error(&self.id, key, "a boolean", other)),
+            None => Err(missing_error(&self.id, key)),
+        }
+    }
+
+    fn time(&self, key: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(v @ BoltType::DateTime(_)) => {
+                let t: DateTime<chrono::FixedOffset> = v
+                    .clone()
+                    .try_into()
+                    .map_err(|_| decode_error(&self.id, key, "a valid datetime", v))?;
+                Ok(Some(t.with_timezone(&Utc)))
+            }
+            Some(other) => Err(decode_error(&self.id, key, "a datetime", other)),
+        }
+    }
+}
+
+fn decode_error(node: &str, property: &'static str, want: &str, got: &BoltType) -> StoreError {
+    StoreError::Decode {
+        node: node.to_owned(),
+        property,
+        problem: format!("expected {want}, found {}", bolt_type_name(got)),
+    }
+}
+
+fn missing_error(node: &str, property: &'static str) -> StoreError {
+    StoreError::Decode {
+        node: node.to_owned(),
+        property,
+        problem: "missing".to_owned(),
+    }
+}
+
+fn bolt_type_name(v: &BoltType) -> &'static str {
+    match v {
+        BoltType::String(_) => "String",
+        BoltType::Boolean(_) => "Boolean",
+        BoltType::Map(_) => "Map",
+        BoltType::Null(_) => "Null",
+        BoltType::Integer(_) => "Integer",
+        BoltType::Float(_) => "Float",
+        BoltType::List(_) => "List",
+        BoltType::Node(_) => "Node",
+        BoltType::Relation(_) | BoltType::UnboundedRelation(_) => "Relationship",
+        BoltType::Point2D(_) | BoltType::Point3D(_) => "Point",
+        BoltType::Bytes(_) => "Bytes",
+        BoltType::Path(_) => "Path",
+        BoltType::Duration(_) => "Duration",
+        BoltType::Date(_) => "Date",
+        BoltType::Time(_) => "Time",
+        BoltType::LocalTime(_) => "LocalTime",
+        BoltType::DateTime(_) => "DateTime",
+        BoltType::LocalDateTime(_) => "LocalDateTime",
+        BoltType::DateTimeZoneId(_) => "DateTimeZoneId",
+    }
+}
+
+fn execution_record(node: BoltNode) -> Result<ExecutionRecord, StoreError> {
+    let p = Props::new(&node);
+    let status = p.string("status")?;
+    let status = status.parse::<RunStatus>().map_err(|e| StoreError::Decode {
+        node: p.id.clone(),
+        property: "status",
+        problem: e.to_string(),
+    })?;
+    Ok(ExecutionRecord {
+        id: p.string("id")?,
+        plan_id: p.opt_string("planId")?,
+        status,
+        start_time: p.time("startTime")?,
+        end_time: p.time("endTime")?,
+        duration: p.int("duration")?,
+        tasks_total: p.int("tasksTotal")?,
+        tasks_successful: p.int("tasksSuccessful")?,
+        tasks_failed: p.int("tasksFailed")?,
+        tokens_input: p.int("tokensInput")?,
+        tokens_output: p.int("tokensOutput")?,
+        tokens_total: p.int("tokensTotal")?,
+        tool_calls: p.int("toolCalls")?,
+        created: p.time("created")?,
+        updated: p.time("updated")?,
+        error: p.opt_string("error")?,
+    })
+}
+
+fn task_record(node: BoltNode) -> Result<TaskExecutionRecord, StoreError> {
+    let p = Props::new(&node);
+    let status = match p.string("status")?.as_str() {
+        "success" => TaskStatus::Success,
+        "failure" => TaskStatus::Failure,
+        other => {
+            return Err(StoreError::Decode {
+                node: p.id.clone(),
+                property: "status",
+                problem: format!("unknown task status {other:?}"),
+            })
+        }
+    };
+    Ok(TaskExecutionRecord {
+        id: p.string("id")?,
+        execution_id: p.string("executionId")?,
+        task_id: p.string("taskId")?,
+        task_title: p.string("taskTitle")?,
+        status,
+        output: p.opt_string("output")?.unwrap_or_default(),
+        error: p.opt_string("error")?,
+        duration: p.int("duration")?,
+        agent_role_description: p.opt_string("agentRoleDescription")?.unwrap_or_default(),
+        qc_role_description: p.opt_string("qcRoleDescription")?,
+        prompt: p.opt_string("prompt")?,
+        tokens_input: p.int("tokensInput")?,
+        tokens_output: p.int("tokensOutput")?,
+        tokens_total: p.int("tokensTotal")?,
+        tool_calls: p.int("toolCalls")?,
+        attempt_number: p.int("attemptNumber")?,
+        qc_passed: p.bool("qcPassed")?,
+        qc_score: p.int("qcScore")?,
+        qc_feedback: p.opt_string("qcFeedback")?,
+        qc_issues: p.opt_string("qcIssues")?,
+        qc_required_fixes: p.opt_string("qcRequiredFixes")?,
+        timestamp: p.time("timestamp")?,
+        updated: p.time("updated")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_never_increment_counters() {
+        for statement in [UPSERT_EXECUTIONS, UPSERT_TASKS] {
+            assert!(!statement.contains("+ row."), "{statement}");
+            assert!(!statement.contains("CREATE ("), "{statement}");
+        }
+    }
+
+    #[test]
+    fn relationship_merges_start_from_the_task_side() {
+        for edge in ["HAS_TASK_EXECUTION", "FAILED_TASK", "HAS_EXECUTION"] {
+            let needle = format!("MERGE (te)<-[:{edge}]-");
+            assert!(UPSERT_TASKS.contains(&needle), "{edge}");
+        }
+    }
+}

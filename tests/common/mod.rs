@@ -1,0 +1,209 @@
+//! Helpers shared by the integration tests: the live database from the environment, unique ids,
+//! row builders, and raw reads that show Bolt types and relationships exactly as stored.
+//!
+//! Every test talks to the server `scripts/db start` runs (or `NEO4J_URI`), and every test uses
+//! ids of its own, so the tests share one database and run in parallel.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use neo4rs::{query, BoltType, Graph};
+use runtally::config::Neo4jConfig;
+use runtally::model::{ExecutionId, PlanId, TaskDefinition, TaskId, TaskResult};
+use runtally::rows::{ExecutionRow, TaskRow, WriteBatch};
+use runtally::store::{GraphStore, Neo4jStore};
+
+/// The database settings from `NEO4J_*`; fails loudly without them, because these tests exist to
+/// prove persistence against a real server.
+pub fn neo4j_config() -> Neo4jConfig {
+    Neo4jConfig::from_env()
+        .expect("NEO4J_URI and NEO4J_PASSWORD must be set: run the tests with scripts/test")
+        .build()
+        .expect("valid NEO4J_* settings")
+}
+
+/// A store on the live database, with the schema in place.
+pub async fn store() -> Neo4jStore {
+    let store = Neo4jStore::new(&neo4j_config()).expect("store");
+    store.ensure_schema().await.expect("schema");
+    store
+}
+
+/// A raw driver connection for reading back what was stored, types included.
+pub fn raw_graph() -> Graph {
+    let config = neo4j_config();
+    let mut builder = neo4rs::ConfigBuilder::default()
+        .uri(config.uri())
+        .user(config.user())
+        .password(config.password().expose())
+        .max_connections(2);
+    if let Some(db) = config.database() {
+        builder = builder.db(db);
+    }
+    Graph::connect(builder.build().expect("driver config")).expect("graph")
+}
+
+/// An id no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn exec_id(s: &str) -> ExecutionId {
+    ExecutionId::new(s).expect("execution id")
+}
+
+pub fn plan_id(s: &str) -> PlanId {
+    PlanId::new(s).expect("plan id")
+}
+
+pub fn task_id(s: &str) -> TaskId {
+    TaskId::new(s).expect("task id")
+}
+
+/// A fixed instant with milliseconds, so written and read times compare exactly.
+pub fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).single().expect("time") + Duration::milliseconds(123)
+}
+
+pub fn started(exec: &str, plan: &str, tasks_total: u64) -> ExecutionRow {
+    ExecutionRow::started(exec_id(exec), plan_id(plan), tasks_total, t0(), t0())
+        .expect("execution row")
+}
+
+pub fn task_row(
+    exec: &str,
+    plan: &str,
+    def: &TaskDefinition,
+    result: TaskResult,
+    at: DateTime<Utc>,
+) -> TaskRow {
+    TaskRow::new(&exec_id(exec), &plan_id(plan), def, result, at).expect("task row")
+}
+
+pub async fn write(store: &Neo4jStore, executions: Vec<ExecutionRow>, tasks: Vec<TaskRow>) {
+    store
+        .write(&WriteBatch { executions, tasks })
+        .await
+        .expect("write batch");
+}
+
+/// All properties of the node with this id, as raw Bolt values.
+pub async fn props(graph: &Graph, id: &str) -> BTreeMap<String, BoltType> {
+    let mut rows = graph
+        .execute(query("MATCH (n:Node {id: $id}) RETURN n").param("id", id))
+        .await
+        .expect("read node");
+    let mut found = Vec::new();
+    while let Some(row) = rows.next().await.expect("row") {
+        found.push(row.get::<BoltType>("n").expect("node"));
+    }
+    assert_eq!(found.len(), 1, "exactly one node with id {id:?}");
+    match found.pop() {
+        Some(BoltType::Node(node)) => node
+            .properties
+            .value
+            .into_iter()
+            .map(|(k, v)| (k.value, v))
+            .collect(),
+        other => panic!("not a node: {other:?}"),
+    }
+}
+
+/// Labels of the node with this id.
+pub async fn labels(graph: &Graph, id: &str) -> Vec<String> {
+    let mut rows = graph
+        .execute(query("MATCH (n:Node {id: $id}) RETURN labels(n) AS l").param("id", id))
+        .await
+        .expect("read labels");
+    let row = rows.next().await.expect("row").expect("one node");
+    row.get::<Vec<String>>("l").expect("labels")
+}
+
+/// Every relationship touching the node with this id, as `(start id, type, end id)`, sorted.
+pub async fn edges(graph: &Graph, id: &str) -> Vec<(String, String, String)> {
+    let mut rows = graph
+        .execute(
+            query(
+                "MATCH (a:Node)-[r]->(b:Node) WHERE a.id = $id OR b.id = $id \
+                 RETURN a.id AS a, type(r) AS t, b.id AS b",
+            )
+            .param("id", id),
+        )
+        .await
+        .expect("read edges");
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await.expect("row") {
+        out.push((
+            row.get::<String>("a").expect("a"),
+            row.get::<String>("t").expect("t"),
+            row.get::<String>("b").expect("b"),
+        ));
+    }
+    out.sort();
+    out
+}
+
+/// Number of nodes with this id (the unique constraint keeps it at most 1).
+pub async fn count_nodes(graph: &Graph, id: &str) -> i64 {
+    let mut rows = graph
+        .execute(query("MATCH (n:Node {id: $id}) RETURN count(n) AS c").param("id", id))
+        .await
+        .expect("count");
+    let row = rows.next().await.expect("row").expect("one row");
+    row.get::<i64>("c").expect("count")
+}
+
+/// Creates an `orchestration_plan` node, as the orchestrator's planner would.
+pub async fn create_plan(graph: &Graph, id: &str) {
+    graph
+        .run(query("CREATE (p:Node {id: $id, type: 'orchestration_plan', title: 'plan'})").param("id", id))
+        .await
+        .expect("create plan");
+}
+
+pub fn int(v: i64) -> BoltType {
+    BoltType::from(v)
+}
+
+pub fn string(v: &str) -> BoltType {
+    BoltType::from(v)
+}
+
+pub fn boolean(v: bool) -> BoltType {
+    BoltType::from(v)
+}
+
+/// A datetime as the server returns one written through `datetime($rfc3339)`.
+pub fn datetime(t: DateTime<Utc>) -> BoltType {
+    BoltType::from(t.fixed_offset())
+}
+
+/// Compares a node's properties with the expected map, key by key, Bolt type included, ignoring
+/// the keys listed in `skip` (checked separately by the caller).
+pub fn assert_props(
+    actual: &BTreeMap<String, BoltType>,
+    expected: &[(&str, BoltType)],
+    skip: &[&str],
+) {
+    let expected: BTreeMap<&str, &BoltType> = expected.iter().map(|(k, v)| (*k, v)).collect();
+    for (key, want) in &expected {
+        let got = actual.get(*key).unwrap_or_else(|| panic!("missing property {key}"));
+        assert_eq!(got, *want, "property {key}");
+    }
+    for key in actual.keys() {
+        assert!(
+            expected.contains_key(key.as_str()) || skip.contains(&key.as_str()),
+            "unexpected property {key} = {:?}",
+            actual[key]
+        );
+    }
+}
