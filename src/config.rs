@@ -5,9 +5,12 @@
 //! `from_env()` constructors.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+pub use crate::writer::retry::{RetryPolicy, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX};
+use crate::writer::{RejectedHandler, RejectedWrite};
 
 /// Default pool size: a writer with a few flushes in flight plus readers.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
@@ -217,9 +220,261 @@ impl Neo4jConfigBuilder {
     }
 }
 
+/// Default task rows per write transaction.
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 500;
+/// Default longest time a row waits before a flush starts.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Default bound on task rows accepted and not yet written.
+pub const DEFAULT_MAX_PENDING_ROWS: usize = 100_000;
+/// Default time one write may take before it counts as failed (and is retried).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default messages queued per run actor before senders wait.
+pub const DEFAULT_RUN_MAILBOX: usize = 256;
+/// Default upper bound on run-actor threads (the default is the number of CPUs, at most this).
+pub const DEFAULT_MAX_ARBITERS: usize = 4;
+
+/// How an [`Aggregator`](crate::Aggregator) connects and batches.
+///
+/// Build one with [`AggregatorConfig::builder`] or [`AggregatorConfig::from_env`]. The
+/// password is redacted in `Debug`.
+#[derive(Clone)]
+pub struct AggregatorConfig {
+    pub(crate) neo4j: Option<Neo4jConfig>,
+    pub(crate) max_batch_rows: usize,
+    pub(crate) flush_interval: Duration,
+    pub(crate) max_pending_rows: usize,
+    pub(crate) arbiters: usize,
+    pub(crate) write_timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) run_mailbox: usize,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) on_rejected: Option<RejectedHandler>,
+}
+
+impl fmt::Debug for AggregatorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AggregatorConfig")
+            .field("neo4j", &self.neo4j)
+            .field("max_batch_rows", &self.max_batch_rows)
+            .field("flush_interval", &self.flush_interval)
+            .field("max_pending_rows", &self.max_pending_rows)
+            .field("arbiters", &self.arbiters)
+            .field("write_timeout", &self.write_timeout)
+            .field("retry", &self.retry)
+            .field("run_mailbox", &self.run_mailbox)
+            .field("instance_id", &self.instance_id)
+            .field(
+                "on_rejected",
+                &self.on_rejected.as_ref().map(|_| "<handler>"),
+            )
+            .finish()
+    }
+}
+
+impl AggregatorConfig {
+    /// A builder with every setting at its default and no database settings (add them with
+    /// [`AggregatorConfigBuilder::with_neo4j`]).
+    pub fn builder() -> AggregatorConfigBuilder {
+        AggregatorConfigBuilder {
+            config: AggregatorConfig {
+                neo4j: None,
+                max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
+                flush_interval: DEFAULT_FLUSH_INTERVAL,
+                max_pending_rows: DEFAULT_MAX_PENDING_ROWS,
+                arbiters: default_arbiters(),
+                write_timeout: DEFAULT_WRITE_TIMEOUT,
+                retry: RetryPolicy::default(),
+                run_mailbox: DEFAULT_RUN_MAILBOX,
+                instance_id: None,
+                on_rejected: None,
+            },
+            neo4j: None,
+        }
+    }
+
+    /// A builder with the database settings from `NEO4J_URI`, `NEO4J_USER`, `NEO4J_PASSWORD`
+    /// and `NEO4J_DATABASE` (see [`Neo4jConfig::from_env`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Missing`] naming a required variable that is not set.
+    pub fn from_env() -> Result<AggregatorConfigBuilder, ConfigError> {
+        Ok(Self::builder().with_neo4j(Neo4jConfig::from_env()?))
+    }
+
+    /// The database settings, if any.
+    pub fn neo4j(&self) -> Option<&Neo4jConfig> {
+        self.neo4j.as_ref()
+    }
+
+    /// Task rows per write transaction.
+    pub fn max_batch_rows(&self) -> usize {
+        self.max_batch_rows
+    }
+
+    /// Longest wait before pending rows are flushed.
+    pub fn flush_interval(&self) -> Duration {
+        self.flush_interval
+    }
+
+    /// Bound on task rows accepted and not yet written.
+    pub fn max_pending_rows(&self) -> usize {
+        self.max_pending_rows
+    }
+
+    /// Threads running run actors.
+    pub fn arbiters(&self) -> usize {
+        self.arbiters
+    }
+
+    /// Time one write may take.
+    pub fn write_timeout(&self) -> Duration {
+        self.write_timeout
+    }
+}
+
+fn default_arbiters() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, DEFAULT_MAX_ARBITERS)
+}
+
+/// Builds an [`AggregatorConfig`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct AggregatorConfigBuilder {
+    config: AggregatorConfig,
+    neo4j: Option<Neo4jConfigBuilder>,
+}
+
+impl AggregatorConfigBuilder {
+    /// The database to write to. Required by [`Aggregator::start`](crate::Aggregator::start);
+    /// ignored by [`Aggregator::start_with_store`](crate::Aggregator::start_with_store).
+    pub fn with_neo4j(mut self, neo4j: Neo4jConfigBuilder) -> Self {
+        self.neo4j = Some(neo4j);
+        self
+    }
+
+    /// Changes the database settings already given (e.g. to override values from the
+    /// environment); does nothing if none were given.
+    pub fn map_neo4j(mut self, f: impl FnOnce(Neo4jConfigBuilder) -> Neo4jConfigBuilder) -> Self {
+        self.neo4j = self.neo4j.map(f);
+        self
+    }
+
+    /// Task rows per write transaction; pending rows reaching it start a flush.
+    /// Default: [`DEFAULT_MAX_BATCH_ROWS`].
+    pub fn with_max_batch_rows(mut self, rows: usize) -> Self {
+        self.config.max_batch_rows = rows;
+        self
+    }
+
+    /// Longest time a row waits before a flush starts. Default: [`DEFAULT_FLUSH_INTERVAL`].
+    pub fn with_flush_interval(mut self, interval: Duration) -> Self {
+        self.config.flush_interval = interval;
+        self
+    }
+
+    /// Bound on task rows accepted and not yet written. At the bound, `task_finished` waits and
+    /// `try_task_finished` returns `Full`. Default: [`DEFAULT_MAX_PENDING_ROWS`].
+    pub fn with_max_pending_rows(mut self, rows: usize) -> Self {
+        self.config.max_pending_rows = rows;
+        self
+    }
+
+    /// Threads that run the per-run actors (the writer has its own). Default: the number of
+    /// CPUs, at most [`DEFAULT_MAX_ARBITERS`].
+    pub fn with_arbiters(mut self, n: usize) -> Self {
+        self.config.arbiters = n;
+        self
+    }
+
+    /// Time one write may take before it is abandoned and retried.
+    /// Default: [`DEFAULT_WRITE_TIMEOUT`].
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = timeout;
+        self
+    }
+
+    /// Backoff between retries of a failed write. Default: [`RetryPolicy::default`]
+    /// (50 ms doubling to 2 s, with jitter).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    /// Messages queued per run actor before senders wait (`try_task_finished` then returns
+    /// `Full`). Default: [`DEFAULT_RUN_MAILBOX`].
+    pub fn with_run_mailbox(mut self, capacity: usize) -> Self {
+        self.config.run_mailbox = capacity;
+        self
+    }
+
+    /// This process's name in `runtallyOwner` on the runs it writes. Default: host name,
+    /// process id and a random suffix.
+    pub fn with_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.config.instance_id = Some(id.into());
+        self
+    }
+
+    /// Receives rows the database refuses permanently (they are also counted and logged).
+    /// Default: none.
+    pub fn with_rejected_handler(
+        mut self,
+        handler: impl Fn(RejectedWrite) + Send + Sync + 'static,
+    ) -> Self {
+        self.config.on_rejected = Some(Arc::new(handler));
+        self
+    }
+
+    /// Checks every setting.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the field: zero batch rows, pending rows, arbiters,
+    /// mailbox or times; a pending bound below the batch size; or a bad database setting.
+    pub fn build(self) -> Result<AggregatorConfig, ConfigError> {
+        let mut config = self.config;
+        config.neo4j = self.neo4j.map(Neo4jConfigBuilder::build).transpose()?;
+        if config.max_batch_rows == 0 {
+            return Err(invalid("max_batch_rows", "must be at least 1"));
+        }
+        if config.max_pending_rows < config.max_batch_rows {
+            return Err(invalid(
+                "max_pending_rows",
+                format!(
+                    "must be at least max_batch_rows ({})",
+                    config.max_batch_rows
+                ),
+            ));
+        }
+        if config.flush_interval.is_zero() {
+            return Err(invalid("flush_interval", "must be above zero"));
+        }
+        if config.write_timeout.is_zero() {
+            return Err(invalid("write_timeout", "must be above zero"));
+        }
+        if config.arbiters == 0 {
+            return Err(invalid("arbiters", "must be at least 1"));
+        }
+        if config.run_mailbox == 0 {
+            return Err(invalid("run_mailbox", "must be at least 1"));
+        }
+        if config.instance_id.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("instance_id", "must not be empty"));
+        }
+        Ok(config)
+    }
+}
+
 /// The schemes the driver speaks; `+s` is TLS, `+ssc` TLS with a self-signed certificate.
 const SCHEMES: [&str; 6] = [
-    "bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc",
+    "bolt",
+    "bolt+s",
+    "bolt+ssc",
+    "neo4j",
+    "neo4j+s",
+    "neo4j+ssc",
 ];
 
 fn check_uri(uri: &str) -> Result<(), ConfigError> {
@@ -304,6 +559,53 @@ mod tests {
                 .to_string(),
             "uri is invalid: must not be empty"
         );
+    }
+
+    #[test]
+    fn aggregator_defaults_are_the_documented_constants() {
+        let config = AggregatorConfig::builder()
+            .build()
+            .expect("defaults are valid");
+        assert_eq!(config.max_batch_rows(), DEFAULT_MAX_BATCH_ROWS);
+        assert_eq!(config.flush_interval(), DEFAULT_FLUSH_INTERVAL);
+        assert_eq!(config.max_pending_rows(), DEFAULT_MAX_PENDING_ROWS);
+        assert_eq!(config.write_timeout(), DEFAULT_WRITE_TIMEOUT);
+        assert!((1..=DEFAULT_MAX_ARBITERS).contains(&config.arbiters()));
+        assert!(config.neo4j().is_none());
+    }
+
+    #[test]
+    fn aggregator_config_names_bad_fields_and_redacts_the_password() {
+        let field = |b: AggregatorConfigBuilder| match b.build() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        };
+        let b = AggregatorConfig::builder;
+        assert_eq!(field(b().with_max_batch_rows(0)), "max_batch_rows");
+        assert_eq!(
+            field(b().with_max_batch_rows(10).with_max_pending_rows(5)),
+            "max_pending_rows"
+        );
+        assert_eq!(
+            field(b().with_flush_interval(Duration::ZERO)),
+            "flush_interval"
+        );
+        assert_eq!(field(b().with_arbiters(0)), "arbiters");
+        assert_eq!(
+            field(b().with_write_timeout(Duration::ZERO)),
+            "write_timeout"
+        );
+        assert_eq!(
+            field(b().with_neo4j(Neo4jConfig::builder("", "u", "p"))),
+            "uri"
+        );
+        let config = b()
+            .with_neo4j(Neo4jConfig::builder("bolt://h", "u", "s3cret-pw"))
+            .with_rejected_handler(|_| {})
+            .build()
+            .expect("valid");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
     }
 
     #[test]

@@ -225,9 +225,13 @@ pub enum FlushError {
     /// The aggregator is shut down.
     #[error("the aggregator is shut down")]
     ShuttingDown,
-    /// A write failed permanently; its rows were reported as rejected.
-    #[error("a write failed")]
-    Store(#[from] StoreError),
+    /// The database refused some rows permanently; they were reported to the rejection
+    /// handler and counted, and every other row was written.
+    #[error("the database refused {rows} rows")]
+    Rejected {
+        /// Rows refused since the flush was requested.
+        rows: u64,
+    },
     /// The flush did not finish within the given time (writes stay queued).
     #[error("flush did not finish within {0:?}")]
     Timeout(Duration),

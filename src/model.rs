@@ -582,7 +582,16 @@ mod tests {
     fn ids_reject_empty_blank_and_control_characters() {
         for bad in ["", "   ", "\t\n", "exec\u{0}1", "a\nb"] {
             let err = ExecutionId::new(bad).expect_err(bad);
-            assert!(matches!(err, ModelError::InvalidId { kind: "execution", .. }), "{bad:?}");
+            assert!(
+                matches!(
+                    err,
+                    ModelError::InvalidId {
+                        kind: "execution",
+                        ..
+                    }
+                ),
+                "{bad:?}"
+            );
         }
         assert_eq!(
             TaskId::new("").expect_err("empty").to_string(),
@@ -771,7 +780,10 @@ mod tests {
                 r#"{{"taskId":"t","status":"success","tokens":{{"input":{},"output":0}}}}"#,
                 MAX_COUNT + 1
             ),
-            format!(r#"{{"taskId":"t","status":"success","duration":{}}}"#, MAX_COUNT + 1),
+            format!(
+                r#"{{"taskId":"t","status":"success","duration":{}}}"#,
+                MAX_COUNT + 1
+            ),
         ] {
             let err = serde_json::from_str::<TaskResult>(&json).expect_err(&json);
             assert!(

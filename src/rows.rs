@@ -168,12 +168,13 @@ impl TaskRow {
         }
         let tokens_input = check_count("tokens.input", result.tokens.input)?;
         let tokens_output = check_count("tokens.output", result.tokens.output)?;
-        let tokens_total = tokens_input.checked_add(tokens_output).ok_or(
-            ModelError::CountOutOfRange {
-                field: "tokensTotal",
-                value: result.tokens.input.saturating_add(result.tokens.output),
-            },
-        )?;
+        let tokens_total =
+            tokens_input
+                .checked_add(tokens_output)
+                .ok_or(ModelError::CountOutOfRange {
+                    field: "tokensTotal",
+                    value: result.tokens.input.saturating_add(result.tokens.output),
+                })?;
         let attempt_number = match result.attempt_number {
             None | Some(0) => 1,
             Some(n) => check_count("attemptNumber", n)?,

@@ -8,7 +8,8 @@ use common::*;
 use neo4rs::{query, BoltType};
 use runtally::model::{RunStatus, TaskDefinition, TaskResult, TaskStatus};
 
-const STATUS: &str = "MATCH (exec:Node {id:$executionId, type:'orchestration_execution'}) RETURN exec";
+const STATUS: &str =
+    "MATCH (exec:Node {id:$executionId, type:'orchestration_execution'}) RETURN exec";
 const TASKS: &str = "MATCH (te:Node) WHERE te.type='task_execution' AND te.executionId=$executionId
    RETURN te ORDER BY te.timestamp";
 const LIST: &str = "MATCH (exec:Node {type:'orchestration_execution'}) RETURN exec
@@ -42,7 +43,13 @@ async fn the_three_seed_queries_return_what_runtally_wrote() {
             } else {
                 TaskResult::success(task_id(t))
             };
-            task_row(&exec, "p", &TaskDefinition::new(task_id(t)), result, t0() + Duration::seconds(*secs))
+            task_row(
+                &exec,
+                "p",
+                &TaskDefinition::new(task_id(t)),
+                result,
+                t0() + Duration::seconds(*secs),
+            )
         })
         .collect();
     write(&store, vec![row], tasks).await;
@@ -67,7 +74,14 @@ async fn the_three_seed_queries_return_what_runtally_wrote() {
     while let Some(r) = rows.next().await.expect("row") {
         ids.push(node_id(&r.get::<BoltType>("te").expect("te")));
     }
-    assert_eq!(ids, vec![format!("{exec}-c"), format!("{exec}-a"), format!("{exec}-b")]);
+    assert_eq!(
+        ids,
+        vec![
+            format!("{exec}-c"),
+            format!("{exec}-a"),
+            format!("{exec}-b")
+        ]
+    );
     drop(rows);
 
     // 3. Execution list, newest first.
@@ -76,10 +90,17 @@ async fn the_three_seed_queries_return_what_runtally_wrote() {
         .await
         .expect("list query");
     let newest = rows.next().await.expect("row").expect("a row");
-    assert_eq!(node_id(&newest.get::<BoltType>("exec").expect("exec")), exec);
+    assert_eq!(
+        node_id(&newest.get::<BoltType>("exec").expect("exec")),
+        exec
+    );
 
     // The typed reads agree.
-    let rec = store.execution(&exec_id(&exec)).await.expect("read").expect("found");
+    let rec = store
+        .execution(&exec_id(&exec))
+        .await
+        .expect("read")
+        .expect("found");
     assert_eq!(rec.status, RunStatus::Failed);
     let typed: Vec<_> = store.task_executions(&exec_id(&exec)).await.expect("tasks");
     assert_eq!(

@@ -30,10 +30,19 @@ async fn the_same_batch_written_twice_leaves_the_graph_as_once() {
             } else {
                 TaskResult::success(task_id(t))
             };
-            task_row(&exec, "p", &def, result.with_tokens(10, 4).with_tool_calls(2), t0())
+            task_row(
+                &exec,
+                "p",
+                &def,
+                result.with_tokens(10, 4).with_tool_calls(2),
+                t0(),
+            )
         })
         .collect();
-    let batch = WriteBatch { executions: vec![row], tasks };
+    let batch = WriteBatch {
+        executions: vec![row],
+        tasks,
+    };
 
     store.write(&batch).await.expect("first");
     let exec_before = props(&graph, &exec).await;
@@ -44,7 +53,11 @@ async fn the_same_batch_written_twice_leaves_the_graph_as_once() {
     assert_eq!(props(&graph, &exec).await, exec_before);
     assert_eq!(props(&graph, &format!("{exec}-c")).await, task_before);
     assert_eq!(edges(&graph, &exec).await, edges_before);
-    assert_eq!(edges_before.len(), 4, "3 HAS_TASK_EXECUTION + 1 FAILED_TASK");
+    assert_eq!(
+        edges_before.len(),
+        4,
+        "3 HAS_TASK_EXECUTION + 1 FAILED_TASK"
+    );
     for t in ["a", "b", "c"] {
         assert_eq!(count_nodes(&graph, &format!("{exec}-{t}")).await, 1);
     }

@@ -27,7 +27,10 @@ async fn an_unreachable_server_is_a_retriable_connection_error() {
         .await
         .expect_err("down");
     assert!(err.is_retriable(), "{err:?}");
-    assert!(std::error::Error::source(&err).is_some(), "keeps the driver error");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "keeps the driver error"
+    );
 }
 
 #[tokio::test]

@@ -13,8 +13,20 @@ async fn a_failed_task_gets_a_failed_task_edge() {
     let graph = raw_graph();
     let exec = unique("failed-edge");
     let def = TaskDefinition::new(task_id("a"));
-    let ok = task_row(&exec, "p", &TaskDefinition::new(task_id("b")), TaskResult::success(task_id("b")), t0());
-    let bad = task_row(&exec, "p", &def, TaskResult::failure(task_id("a"), "boom"), t0());
+    let ok = task_row(
+        &exec,
+        "p",
+        &TaskDefinition::new(task_id("b")),
+        TaskResult::success(task_id("b")),
+        t0(),
+    );
+    let bad = task_row(
+        &exec,
+        "p",
+        &def,
+        TaskResult::failure(task_id("a"), "boom"),
+        t0(),
+    );
     write(&store, vec![started(&exec, "p", 2)], vec![ok, bad]).await;
 
     let a = format!("{exec}-a");
@@ -61,7 +73,12 @@ async fn a_success_re_sent_over_a_failure_removes_the_edge_and_replaces_every_va
         .with_tool_calls(3)
         .with_attempt(2)
         .with_qc(QcVerification::new(true, 95));
-    write(&store, vec![], vec![task_row(&exec, "p", &def, success, later)]).await;
+    write(
+        &store,
+        vec![],
+        vec![task_row(&exec, "p", &def, success, later)],
+    )
+    .await;
 
     let te = format!("{exec}-a");
     assert_eq!(count_nodes(&graph, &te).await, 1);
@@ -95,13 +112,25 @@ async fn a_failure_re_sent_over_a_success_adds_the_edge() {
     write(
         &store,
         vec![started(&exec, "p", 1)],
-        vec![task_row(&exec, "p", &def, TaskResult::success(task_id("a")), t0())],
+        vec![task_row(
+            &exec,
+            "p",
+            &def,
+            TaskResult::success(task_id("a")),
+            t0(),
+        )],
     )
     .await;
     write(
         &store,
         vec![],
-        vec![task_row(&exec, "p", &def, TaskResult::failure(task_id("a"), "late"), t0())],
+        vec![task_row(
+            &exec,
+            "p",
+            &def,
+            TaskResult::failure(task_id("a"), "late"),
+            t0(),
+        )],
     )
     .await;
     let te = format!("{exec}-a");

@@ -47,7 +47,11 @@ async fn a_run_longer_than_a_day_has_its_full_duration() {
 
     let expected = ((3 * 24 + 5) * 3600 * 1000 + 250) as i64;
     assert_eq!(props(&graph, &exec).await["duration"], int(expected));
-    let rec = store.execution(&exec_id(&exec)).await.expect("read").expect("found");
+    let rec = store
+        .execution(&exec_id(&exec))
+        .await
+        .expect("read")
+        .expect("found");
     assert_eq!(rec.duration, expected);
     assert_eq!(rec.start_time, Some(t0()));
     assert_eq!(rec.end_time, Some(end));

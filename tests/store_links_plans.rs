@@ -17,7 +17,13 @@ async fn a_run_with_a_plan_node_gets_executes_plan_and_has_execution() {
     write(
         &store,
         vec![started(&exec, &plan, 1)],
-        vec![task_row(&exec, &plan, &def, TaskResult::success(task_id("t1")), t0())],
+        vec![task_row(
+            &exec,
+            &plan,
+            &def,
+            TaskResult::success(task_id("t1")),
+            t0(),
+        )],
     )
     .await;
 
@@ -33,7 +39,13 @@ async fn a_run_with_a_plan_node_gets_executes_plan_and_has_execution() {
     write(
         &store,
         vec![started(&exec, &plan, 1)],
-        vec![task_row(&exec, &plan, &def, TaskResult::success(task_id("t1")), t0())],
+        vec![task_row(
+            &exec,
+            &plan,
+            &def,
+            TaskResult::success(task_id("t1")),
+            t0(),
+        )],
     )
     .await;
     assert_eq!(edges(&graph, &plan).await.len(), 2);
@@ -49,7 +61,13 @@ async fn a_run_without_a_plan_node_has_no_plan_edges() {
     write(
         &store,
         vec![started(&exec, &plan, 1)],
-        vec![task_row(&exec, &plan, &def, TaskResult::success(task_id("t1")), t0())],
+        vec![task_row(
+            &exec,
+            &plan,
+            &def,
+            TaskResult::success(task_id("t1")),
+            t0(),
+        )],
     )
     .await;
     let te = format!("{exec}-t1");
@@ -67,7 +85,10 @@ async fn a_node_with_the_plan_id_but_another_type_is_not_linked() {
     let exec = unique("plan-wrong-type");
     let other = unique("not-a-plan");
     graph
-        .run(neo4rs::query("CREATE (:Node {id: $id, type: 'something_else'})").param("id", other.as_str()))
+        .run(
+            neo4rs::query("CREATE (:Node {id: $id, type: 'something_else'})")
+                .param("id", other.as_str()),
+        )
         .await
         .expect("create");
     write(&store, vec![started(&exec, &other, 0)], vec![]).await;

@@ -14,7 +14,12 @@ async fn a_running_execution_has_every_seed_property_with_seed_types() {
     let store = store().await;
     let graph = raw_graph();
     let exec = unique("props-exec");
-    write(&store, vec![started(&exec, "plan-kolache-recipe", 5)], vec![]).await;
+    write(
+        &store,
+        vec![started(&exec, "plan-kolache-recipe", 5)],
+        vec![],
+    )
+    .await;
 
     let p = props(&graph, &exec).await;
     assert_props(

@@ -47,10 +47,7 @@ impl MemoryStore {
 
     /// Makes every later write call `fault` first; a returned error fails that write (nothing
     /// of it is stored).
-    pub fn fail_with(
-        &self,
-        fault: impl FnMut(&WriteBatch) -> Option<StoreError> + Send + 'static,
-    ) {
+    pub fn fail_with(&self, fault: impl FnMut(&WriteBatch) -> Option<StoreError> + Send + 'static) {
         *lock(&self.fault) = Some(Box::new(fault));
     }
 

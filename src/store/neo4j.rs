@@ -580,11 +580,13 @@ fn bolt_type_name(v: &BoltType) -> &'static str {
 fn execution_record(node: BoltNode) -> Result<ExecutionRecord, StoreError> {
     let p = Props::new(&node);
     let status = p.string("status")?;
-    let status = status.parse::<RunStatus>().map_err(|e| StoreError::Decode {
-        node: p.id.clone(),
-        property: "status",
-        problem: e.to_string(),
-    })?;
+    let status = status
+        .parse::<RunStatus>()
+        .map_err(|e| StoreError::Decode {
+            node: p.id.clone(),
+            property: "status",
+            problem: e.to_string(),
+        })?;
     Ok(ExecutionRecord {
         id: p.string("id")?,
         plan_id: p.opt_string("planId")?,

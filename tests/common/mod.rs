@@ -71,7 +71,10 @@ pub fn task_id(s: &str) -> TaskId {
 
 /// A fixed instant with milliseconds, so written and read times compare exactly.
 pub fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).single().expect("time") + Duration::milliseconds(123)
+    Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0)
+        .single()
+        .expect("time")
+        + Duration::milliseconds(123)
 }
 
 pub fn started(exec: &str, plan: &str, tasks_total: u64) -> ExecutionRow {
@@ -165,7 +168,10 @@ pub async fn count_nodes(graph: &Graph, id: &str) -> i64 {
 /// Creates an `orchestration_plan` node, as the orchestrator's planner would.
 pub async fn create_plan(graph: &Graph, id: &str) {
     graph
-        .run(query("CREATE (p:Node {id: $id, type: 'orchestration_plan', title: 'plan'})").param("id", id))
+        .run(
+            query("CREATE (p:Node {id: $id, type: 'orchestration_plan', title: 'plan'})")
+                .param("id", id),
+        )
         .await
         .expect("create plan");
 }
@@ -196,7 +202,9 @@ pub fn assert_props(
 ) {
     let expected: BTreeMap<&str, &BoltType> = expected.iter().map(|(k, v)| (*k, v)).collect();
     for (key, want) in &expected {
-        let got = actual.get(*key).unwrap_or_else(|| panic!("missing property {key}"));
+        let got = actual
+            .get(*key)
+            .unwrap_or_else(|| panic!("missing property {key}"));
         assert_eq!(got, *want, "property {key}");
     }
     for key in actual.keys() {
@@ -206,4 +214,54 @@ pub fn assert_props(
             actual[key]
         );
     }
+}
+
+/// An aggregator on the live database with test-friendly settings applied by `tune`.
+pub async fn aggregator(
+    tune: impl FnOnce(runtally::AggregatorConfigBuilder) -> runtally::AggregatorConfigBuilder,
+) -> runtally::Aggregator {
+    let builder = runtally::AggregatorConfig::from_env().expect("NEO4J_* settings");
+    let config = tune(builder).build().expect("valid config");
+    runtally::Aggregator::start(config)
+        .await
+        .expect("aggregator starts")
+}
+
+/// Polls `check` every 10 ms until it returns true or `within` passes; returns how long it took.
+pub async fn eventually<F, Fut>(
+    within: std::time::Duration,
+    mut check: F,
+) -> Option<std::time::Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// A task definition and result with the given counts.
+pub fn result(
+    task: &str,
+    failed: bool,
+    tokens_in: u64,
+    tokens_out: u64,
+    calls: u64,
+) -> (TaskDefinition, TaskResult) {
+    let id = task_id(task);
+    let r = if failed {
+        TaskResult::failure(id.clone(), "failed")
+    } else {
+        TaskResult::success(id.clone())
+    };
+    (
+        TaskDefinition::new(id).with_title(format!("title of {task}")),
+        r.with_tokens(tokens_in, tokens_out).with_tool_calls(calls),
+    )
 }

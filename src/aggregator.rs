@@ -1,0 +1,673 @@
+//! The public handle: start an aggregator, begin runs, report tasks, flush, shut down.
+//!
+//! actix stays inside. [`Aggregator::start`] spawns runtally's own actix system on a thread of
+//! its own, with a small pool of arbiters for the run actors and one for the writer, so a host
+//! on `#[tokio::main]`, on another executor, or on plain threads needs nothing else. Every
+//! future returned here is executor-agnostic.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+
+use crate::config::AggregatorConfig;
+use crate::error::{BeginError, ConfigError, FlushError, RecordError, StartError, StoreError};
+use crate::execution::messages::{Drain, FinishRun, GetSnapshot, RecordTask};
+use crate::execution::{ExecutionActor, RunShared, RunSnapshot};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::model::{check_count, ExecutionId, PlanId, TaskDefinition, TaskResult};
+use crate::registry::Registry;
+use crate::rows::{TaskRow, WriteBatch};
+use crate::store::{GraphStore, Neo4jStore};
+use crate::writer::messages::{Connect, Enqueue, Flush, ReconcileStale, Shutdown};
+use crate::writer::{DbWriterActor, WriterSettings};
+
+/// What the orchestrator knows when a workflow run starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStart {
+    /// The run's id (the seed's `executionId`).
+    pub execution_id: ExecutionId,
+    /// The plan it executes; linked when an `orchestration_plan` node with this id exists.
+    pub plan_id: PlanId,
+    /// Planned task count (`tasksTotal`). At most `i64::MAX`.
+    pub total_tasks: u64,
+    /// When the run started.
+    pub start_time: DateTime<Utc>,
+}
+
+impl RunStart {
+    /// A run starting now.
+    pub fn new(execution_id: ExecutionId, plan_id: PlanId, total_tasks: u64) -> Self {
+        Self {
+            execution_id,
+            plan_id,
+            total_tasks,
+            start_time: Utc::now(),
+        }
+    }
+
+    /// Sets the start time.
+    pub fn with_start_time(mut self, start_time: DateTime<Utc>) -> Self {
+        self.start_time = start_time;
+        self
+    }
+}
+
+/// What [`Aggregator::shutdown`] did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Metrics at the end, including rows written over the aggregator's life.
+    pub metrics: MetricsSnapshot,
+    /// Rows the database never confirmed before the deadline, in write order. Empty when
+    /// everything was written.
+    pub unwritten: Vec<WriteBatch>,
+    /// Runs begun and never finished or cancelled: their last state is written (or in
+    /// `unwritten`), with status `running` or `failed` and no end time.
+    pub unfinished_runs: Vec<ExecutionId>,
+    /// Whether every accepted row was written before the deadline.
+    pub complete: bool,
+}
+
+impl ShutdownReport {
+    /// Rows in [`ShutdownReport::unwritten`].
+    pub fn unwritten_rows(&self) -> usize {
+        self.unwritten.iter().map(WriteBatch::len).sum()
+    }
+}
+
+/// State every handle of one aggregator shares. Kept apart from the registry so that handles
+/// stored in the registry do not keep the registry alive.
+#[derive(Debug)]
+struct Shared {
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    closing: AtomicBool,
+}
+
+/// A live run: report its tasks, finish or cancel it, read its counters.
+///
+/// Cheap to clone; every clone talks to the same run actor. Obtained from
+/// [`Aggregator::begin_run`] or [`Aggregator::run`].
+#[derive(Clone)]
+pub struct RunHandle {
+    run: Arc<RunShared>,
+    addr: Addr<ExecutionActor>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RunHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunHandle")
+            .field("execution_id", &self.run.id)
+            .field("ended", &self.is_ended())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunHandle {
+    /// The run's id.
+    pub fn execution_id(&self) -> &ExecutionId {
+        &self.run.id
+    }
+
+    /// The run's plan.
+    pub fn plan_id(&self) -> &PlanId {
+        &self.run.plan_id
+    }
+
+    /// Whether `finish` or `cancel` was accepted.
+    pub fn is_ended(&self) -> bool {
+        self.run.ended.load(Ordering::Acquire)
+    }
+
+    /// Reports a finished task. Waits while pending writes are at `max_pending_rows`
+    /// (backpressure); returns once the run's counters include the result.
+    ///
+    /// A result re-sent for the same task id replaces the earlier one everywhere. A failure
+    /// makes the run `failed` at once and its state is written ahead of the queue.
+    ///
+    /// # Errors
+    ///
+    /// - [`RecordError::Invalid`]: the definition and result name different tasks, or a count
+    ///   is above `i64::MAX`.
+    /// - [`RecordError::RunFinished`]: the run was finished or cancelled (counted).
+    /// - [`RecordError::ShuttingDown`]: the aggregator is shutting down.
+    pub async fn task_finished(
+        &self,
+        task: TaskDefinition,
+        result: TaskResult,
+    ) -> Result<(), RecordError> {
+        let row = self.build_row(&task, result)?;
+        let permit = Arc::clone(&self.shared.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| RecordError::ShuttingDown)?;
+        self.sending();
+        match self.addr.send(RecordTask { row, permit }).await {
+            Ok(result) => result,
+            Err(_) => Err(self.undeliverable()),
+        }
+    }
+
+    /// Reports a finished task without waiting: the non-blocking twin of
+    /// [`RunHandle::task_finished`], for hosts that must never await.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::Full`] when pending writes are at `max_pending_rows` or the run's mailbox
+    /// is full (counted; nothing was recorded, so the caller may retry), and the errors of
+    /// [`RunHandle::task_finished`]. A result that races with `finish` is refused by the run
+    /// actor after this returns `Ok`; it is counted in `rejected_messages`.
+    pub fn try_task_finished(
+        &self,
+        task: TaskDefinition,
+        result: TaskResult,
+    ) -> Result<(), RecordError> {
+        let row = self.build_row(&task, result)?;
+        let permit = match Arc::clone(&self.shared.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(self.full()),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(RecordError::ShuttingDown),
+        };
+        self.sending();
+        match self.addr.try_send(RecordTask { row, permit }) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(_)) => {
+                self.not_sent();
+                Err(self.full())
+            }
+            Err(SendError::Closed(_)) => Err(self.undeliverable()),
+        }
+    }
+
+    /// Finishes the run: `failed` if any task's latest result is a failure, else `completed`.
+    /// Returns the final snapshot once the final state is queued for writing (ahead of the
+    /// queue); the run actor then stops.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::RunFinished`] if already finished or cancelled,
+    /// [`RecordError::Invalid`] if `end_time` is before the start,
+    /// [`RecordError::ShuttingDown`].
+    pub async fn finish(&self, end_time: DateTime<Utc>) -> Result<RunSnapshot, RecordError> {
+        self.end(end_time, false).await
+    }
+
+    /// Cancels the run: `cancelled`, whatever its tasks did. Otherwise as
+    /// [`RunHandle::finish`].
+    ///
+    /// # Errors
+    ///
+    /// As [`RunHandle::finish`].
+    pub async fn cancel(&self, end_time: DateTime<Utc>) -> Result<RunSnapshot, RecordError> {
+        self.end(end_time, true).await
+    }
+
+    /// The run's counters and status as its actor holds them now (the final ones once ended).
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::ShuttingDown`] if the aggregator stopped before the run ended.
+    pub async fn snapshot(&self) -> Result<RunSnapshot, RecordError> {
+        if let Some(done) = self.run.final_snapshot.get() {
+            return Ok(done.clone());
+        }
+        self.sending();
+        match self.addr.send(GetSnapshot).await {
+            Ok(snapshot) => Ok(snapshot),
+            Err(_) => {
+                self.not_sent();
+                self.run
+                    .final_snapshot
+                    .get()
+                    .cloned()
+                    .ok_or(RecordError::ShuttingDown)
+            }
+        }
+    }
+
+    async fn end(&self, end: DateTime<Utc>, cancelled: bool) -> Result<RunSnapshot, RecordError> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(RecordError::ShuttingDown);
+        }
+        if self.is_ended() {
+            return Err(self.rejected(RecordError::RunFinished(self.run.id.clone())));
+        }
+        self.sending();
+        match self.addr.send(FinishRun { end, cancelled }).await {
+            Ok(result) => result,
+            Err(_) => Err(self.undeliverable()),
+        }
+    }
+
+    /// Waits until every row this run accepted so far is at the writer.
+    async fn drain(&self) {
+        self.sending();
+        if self.addr.send(Drain).await.is_err() {
+            // The actor stopped: it only stops after its last rows reached the writer.
+            self.not_sent();
+        }
+    }
+
+    fn build_row(&self, task: &TaskDefinition, result: TaskResult) -> Result<TaskRow, RecordError> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(RecordError::ShuttingDown);
+        }
+        if self.is_ended() {
+            return Err(self.rejected(RecordError::RunFinished(self.run.id.clone())));
+        }
+        TaskRow::new(&self.run.id, &self.run.plan_id, task, result, Utc::now())
+            .map_err(|e| self.rejected(RecordError::Invalid(e)))
+    }
+
+    fn rejected(&self, error: RecordError) -> RecordError {
+        self.shared
+            .metrics
+            .rejected_messages
+            .fetch_add(1, Ordering::Relaxed);
+        error
+    }
+
+    fn full(&self) -> RecordError {
+        self.shared
+            .metrics
+            .full_rejections
+            .fetch_add(1, Ordering::Relaxed);
+        RecordError::Full
+    }
+
+    fn sending(&self) {
+        self.shared
+            .metrics
+            .run_mailbox
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn not_sent(&self) {
+        self.shared
+            .metrics
+            .run_mailbox
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The run actor is gone: it stopped after finishing, or the aggregator stopped.
+    fn undeliverable(&self) -> RecordError {
+        self.not_sent();
+        if self.is_ended() {
+            self.rejected(RecordError::RunFinished(self.run.id.clone()))
+        } else {
+            RecordError::ShuttingDown
+        }
+    }
+}
+
+/// runtally's actix system: its thread, the run-actor arbiters and the writer's arbiter.
+struct ActorRuntime {
+    system: System,
+    workers: Vec<ArbiterHandle>,
+    writer: ArbiterHandle,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl ActorRuntime {
+    fn spawn(workers: usize) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("runtally-system".into())
+            .spawn(move || {
+                let runner = System::new();
+                let arbiters = (0..=workers)
+                    .map(|_| Arbiter::try_new())
+                    .collect::<std::io::Result<Vec<Arbiter>>>();
+                let ok = arbiters.is_ok();
+                let handles = arbiters.map(|arbiters| {
+                    let handles: Vec<ArbiterHandle> =
+                        arbiters.iter().map(Arbiter::handle).collect();
+                    (System::current(), handles)
+                });
+                let _ = tx.send(handles);
+                if ok {
+                    // Runs until `System::stop`; arbiters stop with it.
+                    let _ = runner.run();
+                }
+            })?;
+        let (system, mut handles) = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("runtally's actor system did not start"))??;
+        let writer = handles
+            .pop()
+            .ok_or_else(|| std::io::Error::other("no writer arbiter"))?;
+        Ok(Self {
+            system,
+            workers: handles,
+            writer,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn stop(&self) {
+        self.system.stop();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            // Joining from inside the system thread would deadlock; it ends on its own then.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Everything an aggregator owns.
+struct Inner {
+    registry: Arc<Registry>,
+    writer: Addr<DbWriterActor>,
+    runtime: ActorRuntime,
+    next_worker: AtomicUsize,
+    shared: Arc<Shared>,
+    run_mailbox: usize,
+    owner: Arc<str>,
+    stopped: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.stopped.swap(true, Ordering::AcqRel) {
+            let pending = self.shared.metrics.pending_rows.load(Ordering::Relaxed);
+            if pending > 0 {
+                tracing::error!(
+                    pending_rows = pending,
+                    "aggregator dropped without shutdown; pending rows are lost"
+                );
+                self.shared
+                    .metrics
+                    .rows_dropped
+                    .fetch_add(pending as u64, Ordering::Relaxed);
+            }
+            self.runtime.stop();
+        }
+    }
+}
+
+/// runtally's entry point: one per process (or per database), shared by every run.
+///
+/// Cheap to clone; clones share the actors. See the [crate docs](crate) for the architecture
+/// and delivery guarantees.
+#[derive(Clone)]
+pub struct Aggregator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Aggregator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Aggregator")
+            .field("owner", &self.inner.owner)
+            .field("live_runs", &self.inner.registry.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Aggregator {
+    /// Starts runtally against the Neo4j database in `config`.
+    ///
+    /// An unreachable database is not an error: the aggregator starts, reports
+    /// `database_up = false` in its metrics, keeps trying, and accepts results up to
+    /// `max_pending_rows` meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// - [`StartError::Config`]: no database settings, or invalid ones.
+    /// - [`StartError::Store`]: the driver rejects the URI, or the server rejects the
+    ///   credentials.
+    /// - [`StartError::Runtime`]: runtally's threads could not be started.
+    pub async fn start(config: AggregatorConfig) -> Result<Self, StartError> {
+        let neo4j = config
+            .neo4j
+            .as_ref()
+            .ok_or(ConfigError::Missing("database settings (with_neo4j)"))?;
+        let store = Neo4jStore::new(neo4j)?;
+        Self::start_with_store(config, Arc::new(store)).await
+    }
+
+    /// Starts runtally writing to any [`GraphStore`] (the database settings in `config` are
+    /// ignored). Used for tests and for measuring runtally without a database.
+    ///
+    /// # Errors
+    ///
+    /// As [`Aggregator::start`].
+    pub async fn start_with_store(
+        config: AggregatorConfig,
+        store: Arc<dyn GraphStore>,
+    ) -> Result<Self, StartError> {
+        let runtime = ActorRuntime::spawn(config.arbiters).map_err(StartError::Runtime)?;
+        let metrics = Arc::new(Metrics::default());
+        let permits = Arc::new(Semaphore::new(config.max_pending_rows));
+        let registry = Arc::new(Registry::new(Arc::clone(&metrics)));
+        let settings = WriterSettings {
+            max_batch_rows: config.max_batch_rows,
+            flush_interval: config.flush_interval,
+            write_timeout: config.write_timeout,
+            retry: config.retry,
+            on_rejected: config.on_rejected.clone(),
+        };
+        let writer = {
+            let (registry, permits, metrics) = (
+                Arc::clone(&registry),
+                Arc::clone(&permits),
+                Arc::clone(&metrics),
+            );
+            DbWriterActor::start_in_arbiter(&runtime.writer, move |_| {
+                DbWriterActor::new(store, settings, permits, registry, metrics)
+            })
+        };
+        let owner: Arc<str> = match &config.instance_id {
+            Some(id) => Arc::from(id.as_str()),
+            None => Arc::from(default_instance_id()),
+        };
+        let aggregator = Aggregator {
+            inner: Arc::new(Inner {
+                registry,
+                writer: writer.clone(),
+                runtime,
+                next_worker: AtomicUsize::new(0),
+                shared: Arc::new(Shared {
+                    permits,
+                    metrics,
+                    closing: AtomicBool::new(false),
+                }),
+                run_mailbox: config.run_mailbox,
+                owner,
+                stopped: AtomicBool::new(false),
+            }),
+        };
+        match writer.send(Connect).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.is_retriable() => {
+                tracing::warn!(error = %e, "database unreachable at start; will keep trying");
+            }
+            Ok(Err(e)) => return Err(StartError::Store(e)),
+            Err(_) => {
+                return Err(StartError::Runtime(std::io::Error::other(
+                    "runtally's writer did not start",
+                )))
+            }
+        }
+        tracing::info!(owner = %aggregator.inner.owner, "runtally started");
+        Ok(aggregator)
+    }
+
+    /// Begins a run: starts its actor and queues its first write (`running`, zero counters).
+    ///
+    /// # Errors
+    ///
+    /// [`BeginError::Duplicate`] if a run with this id is still live here (or finished and not
+    /// yet written), [`BeginError::Invalid`] if `total_tasks` is above `i64::MAX`,
+    /// [`BeginError::ShuttingDown`].
+    pub fn begin_run(&self, start: RunStart) -> Result<RunHandle, BeginError> {
+        let inner = &self.inner;
+        if inner.shared.closing.load(Ordering::Acquire) {
+            return Err(BeginError::ShuttingDown);
+        }
+        let tasks_total = check_count("totalTasks", start.total_tasks)?;
+        let run = Arc::new(RunShared {
+            id: start.execution_id.clone(),
+            plan_id: start.plan_id,
+            start_time: start.start_time,
+            created: Utc::now(),
+            tasks_total,
+            owner: Some(Arc::clone(&inner.owner)),
+            ended: AtomicBool::new(false),
+            final_snapshot: OnceLock::new(),
+        });
+        let handle = inner.registry.insert_new(start.execution_id, || {
+            let worker =
+                inner.next_worker.fetch_add(1, Ordering::Relaxed) % inner.runtime.workers.len();
+            let writer = inner.writer.clone().recipient::<Enqueue>();
+            let metrics = Arc::clone(&inner.shared.metrics);
+            let mailbox = inner.run_mailbox;
+            let actor_run = Arc::clone(&run);
+            let addr =
+                ExecutionActor::start_in_arbiter(&inner.runtime.workers[worker], move |_| {
+                    ExecutionActor::new(actor_run, writer, metrics, mailbox)
+                });
+            RunHandle {
+                run,
+                addr,
+                shared: Arc::clone(&inner.shared),
+            }
+        })?;
+        inner
+            .shared
+            .metrics
+            .runs_started
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(execution_id = %handle.run.id, "run begun");
+        Ok(handle)
+    }
+
+    /// The handle of a live run (or one finished and not yet durable).
+    pub fn run(&self, id: &ExecutionId) -> Option<RunHandle> {
+        self.inner.registry.get(id)
+    }
+
+    /// Runs in the registry.
+    pub fn live_runs(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// This process's instance id, written as `runtallyOwner` on its runs.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// Writes everything accepted so far; returns when it is in the database.
+    ///
+    /// # Errors
+    ///
+    /// [`FlushError::Rejected`] if the database refused rows (reported to the rejection
+    /// handler; the rest is written), [`FlushError::ShuttingDown`].
+    pub async fn flush(&self) -> Result<(), FlushError> {
+        if self.inner.stopped.load(Ordering::Acquire) {
+            return Err(FlushError::ShuttingDown);
+        }
+        self.drain_runs().await;
+        match self.inner.writer.send(Flush).await {
+            Ok(result) => result,
+            Err(_) => Err(FlushError::ShuttingDown),
+        }
+    }
+
+    /// Stops accepting work, writes everything accepted (until `timeout`), stops runtally's
+    /// threads and reports what was and was not written. Runs not finished stay as they are in
+    /// the database (`running` or `failed`); see [`Aggregator::reconcile_stale`].
+    pub async fn shutdown(self, timeout: Duration) -> ShutdownReport {
+        let deadline = Instant::now() + timeout;
+        let inner = &self.inner;
+        inner.shared.closing.store(true, Ordering::Release);
+        self.drain_runs().await;
+        let drained = inner
+            .writer
+            .send(Shutdown { deadline })
+            .await
+            .unwrap_or_default();
+        let unfinished_runs = inner
+            .registry
+            .handles()
+            .into_iter()
+            .filter(|h| !h.is_ended())
+            .map(|h| h.run.id.clone())
+            .collect();
+        let unwritten_rows: usize = drained.unwritten.iter().map(WriteBatch::len).sum();
+        if unwritten_rows > 0 {
+            inner
+                .shared
+                .metrics
+                .rows_dropped
+                .fetch_add(unwritten_rows as u64, Ordering::Relaxed);
+            tracing::error!(
+                rows = unwritten_rows,
+                "shutdown deadline passed; rows not written"
+            );
+        }
+        inner.shared.permits.close();
+        inner.stopped.store(true, Ordering::Release);
+        inner.runtime.stop();
+        ShutdownReport {
+            metrics: inner.shared.metrics.snapshot(),
+            complete: drained.unwritten.is_empty(),
+            unwritten: drained.unwritten,
+            unfinished_runs,
+        }
+    }
+
+    /// Marks runs left `running` (or `failed` without an end) by a dead process as `failed`,
+    /// with `error = 'interrupted'` and an end time: those whose heartbeat is older than
+    /// `older_than` and whose owner is not this aggregator. Returns their ids.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the database call fails.
+    pub async fn reconcile_stale(&self, older_than: Duration) -> Result<Vec<String>, StoreError> {
+        let now = Utc::now();
+        let cutoff = now
+            - chrono::Duration::from_std(older_than).unwrap_or_else(|_| chrono::Duration::zero());
+        let message = ReconcileStale {
+            cutoff,
+            except_owner: Some(self.inner.owner.to_string()),
+            now,
+        };
+        match self.inner.writer.send(message).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(Duration::ZERO)),
+        }
+    }
+
+    /// A snapshot of the aggregator's metrics.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut snapshot = self.inner.shared.metrics.snapshot();
+        snapshot.live_runs = self.inner.registry.len() as u64;
+        snapshot
+    }
+
+    async fn drain_runs(&self) {
+        let handles = self.inner.registry.handles();
+        futures_util::future::join_all(handles.iter().map(RunHandle::drain)).await;
+    }
+}
+
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}/{}/{:08x}", std::process::id(), fastrand::u32(..))
+}

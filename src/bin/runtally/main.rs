@@ -1,0 +1,147 @@
+//! `runtally`: the demo orchestrator, event-stream replay, load generator and readers.
+//!
+//! Every command reads `NEO4J_URI`, `NEO4J_USER`, `NEO4J_PASSWORD` and `NEO4J_DATABASE` (flags
+//! override them) and exits non-zero with a one-line reason on failure.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod demo;
+mod loadgen;
+mod read;
+mod replay;
+mod table;
+
+/// Execution telemetry for AI-agent and workflow orchestrators, in Neo4j.
+#[derive(Parser)]
+#[command(name = "runtally", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log line format on stderr (filter with RUST_LOG, default `warn`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulates an orchestrator: a few dozen workflows with parallel task groups, QC retries,
+    /// failures and cancellations, written through runtally; then prints each run as read back
+    /// from the database, and runtally's metrics.
+    Demo(demo::DemoArgs),
+    /// Feeds an event stream (JSON lines: run_started / task_finished / run_finished, as
+    /// gen_events.py writes) through runtally, flushes, and prints one JSON summary line. Bad
+    /// lines are reported by number on stderr (exit code 2); every valid line is applied.
+    Replay(replay::ReplayArgs),
+    /// Generates the gen_events.py workload in process and drives it through runtally (or,
+    /// with --raw, straight into the database) and prints one JSON line of figures.
+    Loadgen(loadgen::LoadgenArgs),
+    /// Shows one run as the seed's status and task queries read it.
+    Status(read::StatusArgs),
+    /// Lists runs, newest first, as the seed's list query reads them.
+    List(read::ListArgs),
+    /// Marks runs left `running` by a dead process as `failed` (error `interrupted`).
+    Reconcile(read::ReconcileArgs),
+}
+
+/// Database connection settings, shared by every command.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct DbArgs {
+    /// Bolt URI (bolt://, neo4j://, bolt+s://, neo4j+s://).
+    #[arg(long, env = "NEO4J_URI")]
+    uri: Option<String>,
+    /// Database user.
+    #[arg(long, env = "NEO4J_USER", default_value = runtally::config::DEFAULT_USER)]
+    user: String,
+    /// Database password.
+    #[arg(long, env = "NEO4J_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Database name (default: the server's default database).
+    #[arg(long, env = "NEO4J_DATABASE")]
+    database: Option<String>,
+}
+
+impl DbArgs {
+    pub(crate) fn neo4j(&self) -> anyhow::Result<runtally::Neo4jConfigBuilder> {
+        let uri = self
+            .uri
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no database: set NEO4J_URI or pass --uri"))?;
+        let password = self
+            .password
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no password: set NEO4J_PASSWORD or pass --password"))?;
+        let mut builder = runtally::Neo4jConfig::builder(uri, self.user.clone(), password);
+        if let Some(db) = &self.database {
+            builder = builder.with_database(db.clone());
+        }
+        Ok(builder)
+    }
+
+    pub(crate) fn store(&self) -> anyhow::Result<runtally::store::Neo4jStore> {
+        let config = self.neo4j()?.build()?;
+        Ok(runtally::store::Neo4jStore::new(&config)?)
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// One line: the error and its causes.
+fn reason(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtally: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
+            Command::Loadgen(args) => loadgen::run(args).await,
+            Command::Status(args) => read::status(args).await,
+            Command::List(args) => read::list(args).await,
+            Command::Reconcile(args) => read::reconcile(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("runtally: {}", reason(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `runtally replay EVENTS.jsonl`: an event stream through the public API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use runtally::{Aggregator, AggregatorConfig};
+
+use crate::DbArgs;
+
+#[derive(Args)]
+pub(crate) struct ReplayArgs {
+    /// The event file (JSON lines), or `-` for standard input.
+    events: PathBuf,
+    /// Runs replayed at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Task rows per write transaction.
+    #[arg(long, default_value_t = runtally::config::DEFAULT_MAX_BATCH_ROWS)]
+    max_batch_rows: usize,
+    /// Longest wait before a flush, in milliseconds.
+    #[arg(long, default_value_t = runtally::config::DEFAULT_FLUSH_INTERVAL.as_millis() as u64)]
+    flush_interval_ms: u64,
+    /// Seconds to wait for the last writes at the end.
+    #[arg(long, default_value_t = 120)]
+    shutdown_timeout_secs: u64,
+    #[command(flatten)]
+    db: DbArgs,
+}
+
+pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let input = if args.events.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+        buf
+    } else {
+        std::fs::read(&args.events)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.events.display()))?
+    };
+    let config = AggregatorConfig::builder()
+        .with_neo4j(args.db.neo4j()?)
+        .with_max_batch_rows(args.max_batch_rows)
+        .with_max_pending_rows(runtally::config::DEFAULT_MAX_PENDING_ROWS.max(args.max_batch_rows))
+        .with_flush_interval(Duration::from_millis(args.flush_interval_ms.max(1)))
+        .build()?;
+    let aggregator = Aggregator::start(config).await?;
+    let started = Instant::now();
+    let summary = runtally::replay::replay(&aggregator, &input, args.concurrency).await;
+    let flushed = aggregator.flush().await;
+    let seconds = started.elapsed().as_secs_f64();
+    let report = aggregator
+        .shutdown(Duration::from_secs(args.shutdown_timeout_secs))
+        .await;
+    for error in &summary.errors {
+        eprintln!("runtally: {error}");
+    }
+    let line = serde_json::json!({
+        "impl": "runtally",
+        "runs": summary.runs,
+        "tasks": summary.tasks,
+        "events": summary.events,
+        "line_errors": summary.errors.len(),
+        "concurrency": args.concurrency,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "tasks_per_s": (summary.tasks as f64 / seconds).round(),
+        "write_errors": report.metrics.rows_rejected + report.metrics.rows_dropped,
+        "metrics": report.metrics,
+    });
+    println!("{line}");
+    flushed?;
+    if !report.complete {
+        anyhow::bail!("{} rows were not written", report.unwritten_rows());
+    }
+    Ok(if summary.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

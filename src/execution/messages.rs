@@ -1,0 +1,50 @@
+//! Messages an [`ExecutionActor`](super::ExecutionActor) handles.
+
+use actix::Message;
+use chrono::{DateTime, Utc};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::RunSnapshot;
+use crate::error::RecordError;
+use crate::rows::TaskRow;
+
+/// Sent by a [`RunHandle`](crate::RunHandle) for each finished task, with the row already
+/// built and validated on the caller's thread.
+///
+/// The permit is the task row's slot under `max_pending_rows`. If the actor refuses the row, or
+/// stops before it handles the message, dropping the permit frees the slot; once the row is
+/// accepted the writer frees it when the row is written, replaced or rejected.
+///
+/// Reply: `Ok(())` once counted, [`RecordError::RunFinished`] after `finish`/`cancel`,
+/// [`RecordError::Invalid`] if a run total would overflow.
+#[derive(Message)]
+#[rtype(result = "Result<(), RecordError>")]
+pub(crate) struct RecordTask {
+    pub(crate) row: TaskRow,
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
+/// Sent by [`RunHandle::finish`](crate::RunHandle::finish) and
+/// [`RunHandle::cancel`](crate::RunHandle::cancel).
+///
+/// Reply: the final snapshot, once the final state is queued at the writer; the actor then
+/// stops. [`RecordError::RunFinished`] if the run had already ended, [`RecordError::Invalid`] if
+/// `end` is before the run's start.
+#[derive(Message)]
+#[rtype(result = "Result<RunSnapshot, RecordError>")]
+pub(crate) struct FinishRun {
+    pub(crate) end: DateTime<Utc>,
+    pub(crate) cancelled: bool,
+}
+
+/// Sent by [`RunHandle::snapshot`](crate::RunHandle::snapshot). Reply: the counters and status
+/// as the actor holds them now.
+#[derive(Message)]
+#[rtype(result = "RunSnapshot")]
+pub(crate) struct GetSnapshot;
+
+/// Sent by `Aggregator::flush` and `shutdown` to every live run. Reply: `()` once every row this
+/// actor accepted before the message has reached the writer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Drain;

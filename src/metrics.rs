@@ -1,0 +1,335 @@
+//! Counters and histograms the actors update, and the [`MetricsSnapshot`] the host reads.
+//!
+//! The hot path only touches relaxed atomics (no locks); the flush-latency histogram is behind a
+//! mutex because it is updated once per flush, not per message.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::model::RunStatus;
+
+/// Why the writer flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushReason {
+    /// Pending task rows reached `max_batch_rows`.
+    Size,
+    /// `flush_interval` passed.
+    Timer,
+    /// A run failed (or finished) and its state went out ahead of the queue.
+    Urgent,
+    /// The host called `flush()`.
+    Manual,
+    /// The aggregator is shutting down.
+    Shutdown,
+}
+
+impl FlushReason {
+    const ALL: [FlushReason; 5] = [
+        FlushReason::Size,
+        FlushReason::Timer,
+        FlushReason::Urgent,
+        FlushReason::Manual,
+        FlushReason::Shutdown,
+    ];
+
+    /// The label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushReason::Size => "size",
+            FlushReason::Timer => "timer",
+            FlushReason::Urgent => "urgent",
+            FlushReason::Manual => "manual",
+            FlushReason::Shutdown => "shutdown",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Live counters, shared by every actor of one aggregator.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    pub(crate) runs_started: AtomicU64,
+    runs_finished: [AtomicU64; 3],
+    pub(crate) live_runs: AtomicI64,
+    pub(crate) run_messages: AtomicU64,
+    pub(crate) run_mailbox: AtomicI64,
+    pub(crate) tasks_succeeded: AtomicU64,
+    pub(crate) tasks_failed: AtomicU64,
+    pub(crate) tasks_replaced: AtomicU64,
+    pub(crate) tokens_input: AtomicU64,
+    pub(crate) tokens_output: AtomicU64,
+    pub(crate) tool_calls: AtomicU64,
+    pub(crate) rejected_messages: AtomicU64,
+    pub(crate) full_rejections: AtomicU64,
+    pub(crate) writer_messages: AtomicU64,
+    pub(crate) writer_mailbox: AtomicI64,
+    pub(crate) pending_rows: AtomicI64,
+    pub(crate) batches_written: AtomicU64,
+    pub(crate) execution_rows_written: AtomicU64,
+    pub(crate) task_rows_written: AtomicU64,
+    flush_reasons: [AtomicU64; 5],
+    pub(crate) retries: AtomicU64,
+    pub(crate) write_errors: AtomicU64,
+    pub(crate) rows_rejected: AtomicU64,
+    pub(crate) rows_dropped: AtomicU64,
+    pub(crate) rows_spilled: AtomicU64,
+    pub(crate) database_up: AtomicBool,
+    flush_latency_us: Mutex<Histogram<u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            runs_started: AtomicU64::new(0),
+            runs_finished: Default::default(),
+            live_runs: AtomicI64::new(0),
+            run_messages: AtomicU64::new(0),
+            run_mailbox: AtomicI64::new(0),
+            tasks_succeeded: AtomicU64::new(0),
+            tasks_failed: AtomicU64::new(0),
+            tasks_replaced: AtomicU64::new(0),
+            tokens_input: AtomicU64::new(0),
+            tokens_output: AtomicU64::new(0),
+            tool_calls: AtomicU64::new(0),
+            rejected_messages: AtomicU64::new(0),
+            full_rejections: AtomicU64::new(0),
+            writer_messages: AtomicU64::new(0),
+            writer_mailbox: AtomicI64::new(0),
+            pending_rows: AtomicI64::new(0),
+            batches_written: AtomicU64::new(0),
+            execution_rows_written: AtomicU64::new(0),
+            task_rows_written: AtomicU64::new(0),
+            flush_reasons: Default::default(),
+            retries: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            rows_rejected: AtomicU64::new(0),
+            rows_dropped: AtomicU64::new(0),
+            rows_spilled: AtomicU64::new(0),
+            database_up: AtomicBool::new(false),
+            // 1 µs to 10 min at 3 significant digits.
+            flush_latency_us: Mutex::new(
+                Histogram::new_with_bounds(1, 600_000_000, 3)
+                    .expect("constant histogram bounds are valid"),
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    pub(crate) fn run_finished(&self, status: RunStatus) {
+        let i = match status {
+            RunStatus::Completed => 0,
+            RunStatus::Failed => 1,
+            RunStatus::Cancelled | RunStatus::Running => 2,
+        };
+        self.runs_finished[i].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn flushed(&self, reason: FlushReason) {
+        self.flush_reasons[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_flush_latency(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 600_000_000);
+        let mut h = self
+            .flush_latency_us
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Values are clamped into the histogram's bounds, so recording cannot fail.
+        let _ = h.record(us);
+    }
+
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        let latency = {
+            let h = self
+                .flush_latency_us
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            LatencySummary {
+                count: h.len(),
+                p50_ms: h.value_at_quantile(0.50) as f64 / 1000.0,
+                p90_ms: h.value_at_quantile(0.90) as f64 / 1000.0,
+                p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+                max_ms: h.max() as f64 / 1000.0,
+            }
+        };
+        let reasons = FlushReason::ALL.map(|r| self.flush_reasons[r.index()].load(Relaxed));
+        MetricsSnapshot {
+            runs_started: self.runs_started.load(Relaxed),
+            runs_completed: self.runs_finished[0].load(Relaxed),
+            runs_failed: self.runs_finished[1].load(Relaxed),
+            runs_cancelled: self.runs_finished[2].load(Relaxed),
+            live_runs: self.live_runs.load(Relaxed).max(0) as u64,
+            run_actor: ActorMetrics {
+                messages: self.run_messages.load(Relaxed),
+                mailbox_depth: self.run_mailbox.load(Relaxed).max(0) as u64,
+            },
+            writer_actor: ActorMetrics {
+                messages: self.writer_messages.load(Relaxed),
+                mailbox_depth: self.writer_mailbox.load(Relaxed).max(0) as u64,
+            },
+            tasks_succeeded: self.tasks_succeeded.load(Relaxed),
+            tasks_failed: self.tasks_failed.load(Relaxed),
+            tasks_replaced: self.tasks_replaced.load(Relaxed),
+            tokens_input: self.tokens_input.load(Relaxed),
+            tokens_output: self.tokens_output.load(Relaxed),
+            tool_calls: self.tool_calls.load(Relaxed),
+            rejected_messages: self.rejected_messages.load(Relaxed),
+            full_rejections: self.full_rejections.load(Relaxed),
+            pending_rows: self.pending_rows.load(Relaxed).max(0) as u64,
+            batches_written: self.batches_written.load(Relaxed),
+            execution_rows_written: self.execution_rows_written.load(Relaxed),
+            task_rows_written: self.task_rows_written.load(Relaxed),
+            flush_latency: latency,
+            flush_reasons: FlushReasons {
+                size: reasons[0],
+                timer: reasons[1],
+                urgent: reasons[2],
+                manual: reasons[3],
+                shutdown: reasons[4],
+            },
+            retries: self.retries.load(Relaxed),
+            write_errors: self.write_errors.load(Relaxed),
+            rows_rejected: self.rows_rejected.load(Relaxed),
+            rows_dropped: self.rows_dropped.load(Relaxed),
+            rows_spilled: self.rows_spilled.load(Relaxed),
+            database_up: self.database_up.load(Relaxed),
+        }
+    }
+}
+
+/// Messages handled by one kind of actor, and how many wait in mailboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ActorMetrics {
+    /// Messages handled so far.
+    pub messages: u64,
+    /// Messages sent and not yet handled.
+    pub mailbox_depth: u64,
+}
+
+/// Flush latency (one store write, retries included) in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencySummary {
+    /// Flushes measured.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Slowest.
+    pub max_ms: f64,
+}
+
+/// How many flushes each reason started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FlushReasons {
+    /// `max_batch_rows` reached.
+    pub size: u64,
+    /// `flush_interval` passed.
+    pub timer: u64,
+    /// A failed or finished run.
+    pub urgent: u64,
+    /// `flush()` called.
+    pub manual: u64,
+    /// Shutdown.
+    pub shutdown: u64,
+}
+
+/// A point-in-time copy of an aggregator's metrics. Serializes to JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct MetricsSnapshot {
+    /// Runs begun.
+    pub runs_started: u64,
+    /// Runs finished `completed`.
+    pub runs_completed: u64,
+    /// Runs finished `failed`.
+    pub runs_failed: u64,
+    /// Runs cancelled.
+    pub runs_cancelled: u64,
+    /// Runs in the registry now (live, or finished and not yet durable).
+    pub live_runs: u64,
+    /// The per-run actors, all together.
+    pub run_actor: ActorMetrics,
+    /// The writer actor.
+    pub writer_actor: ActorMetrics,
+    /// Task results accepted with status `success`.
+    pub tasks_succeeded: u64,
+    /// Task results accepted with status `failure`.
+    pub tasks_failed: u64,
+    /// Task results that replaced an earlier result for the same task.
+    pub tasks_replaced: u64,
+    /// Input tokens in accepted results.
+    pub tokens_input: u64,
+    /// Output tokens in accepted results.
+    pub tokens_output: u64,
+    /// Tool calls in accepted results.
+    pub tool_calls: u64,
+    /// Messages refused: invalid input, or a run already finished.
+    pub rejected_messages: u64,
+    /// `try_` calls refused because pending writes were at the bound.
+    pub full_rejections: u64,
+    /// Rows accepted and not yet written.
+    pub pending_rows: u64,
+    /// Transactions committed.
+    pub batches_written: u64,
+    /// Execution rows committed.
+    pub execution_rows_written: u64,
+    /// Task rows committed.
+    pub task_rows_written: u64,
+    /// Flush latency.
+    pub flush_latency: LatencySummary,
+    /// Flushes by reason.
+    pub flush_reasons: FlushReasons,
+    /// Writes sent again after a retriable error.
+    pub retries: u64,
+    /// Failed write attempts (retried or not).
+    pub write_errors: u64,
+    /// Rows the database refused permanently, reported to the host.
+    pub rows_rejected: u64,
+    /// Rows given up at shutdown and not spilled.
+    pub rows_dropped: u64,
+    /// Rows appended to the spill file at shutdown.
+    pub rows_spilled: u64,
+    /// Whether the last database call succeeded.
+    pub database_up: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_reports_counters_and_latency_percentiles() {
+        let m = Metrics::default();
+        m.runs_started.fetch_add(2, Relaxed);
+        m.run_finished(RunStatus::Failed);
+        m.flushed(FlushReason::Urgent);
+        m.flushed(FlushReason::Urgent);
+        for ms in 1..=100 {
+            m.record_flush_latency(Duration::from_millis(ms));
+        }
+        let s = m.snapshot();
+        assert_eq!(s.runs_started, 2);
+        assert_eq!(s.runs_failed, 1);
+        assert_eq!(s.flush_reasons.urgent, 2);
+        assert_eq!(s.flush_latency.count, 100);
+        assert!((49.0..=51.0).contains(&s.flush_latency.p50_ms), "{s:?}");
+        assert!((98.0..=100.1).contains(&s.flush_latency.p99_ms), "{s:?}");
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["flush_reasons"]["urgent"], 2);
+        assert_eq!(json["runs_failed"], 1);
+    }
+}

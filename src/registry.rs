@@ -1,0 +1,77 @@
+//! Live runs by execution id, in a `DashMap` owned by one aggregator (never a global).
+//!
+//! A run enters when it is begun and leaves when its final state and every task row are durable
+//! (or refused and reported), so `Aggregator::run` finds it until then. Guards are never held
+//! across an `.await` or while touching the map again: every method here is synchronous and
+//! clones what it returns.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use crate::aggregator::RunHandle;
+use crate::error::BeginError;
+use crate::metrics::Metrics;
+use crate::model::ExecutionId;
+
+/// The live runs of one aggregator.
+pub(crate) struct Registry {
+    runs: DashMap<ExecutionId, RunHandle>,
+    metrics: Arc<Metrics>,
+}
+
+impl Registry {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            runs: DashMap::new(),
+            metrics,
+        }
+    }
+
+    /// Inserts the handle `make` builds, unless the id is already live. `make` runs under the
+    /// map's shard lock, so two concurrent begins of one id start one actor, not two.
+    pub(crate) fn insert_new(
+        &self,
+        id: ExecutionId,
+        make: impl FnOnce() -> RunHandle,
+    ) -> Result<RunHandle, BeginError> {
+        match self.runs.entry(id) {
+            Entry::Occupied(entry) => Err(BeginError::Duplicate(entry.key().clone())),
+            Entry::Vacant(entry) => {
+                let handle = make();
+                entry.insert(handle.clone());
+                self.metrics.live_runs.fetch_add(1, Relaxed);
+                Ok(handle)
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, id: &ExecutionId) -> Option<RunHandle> {
+        self.runs.get(id).map(|entry| entry.value().clone())
+    }
+
+    /// Removes a run that has ended (a live run with the same id is left alone).
+    pub(crate) fn remove_finished(&self, id: &ExecutionId) {
+        if self
+            .runs
+            .remove_if(id, |_, handle| handle.is_ended())
+            .is_some()
+        {
+            self.metrics.live_runs.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Every handle, cloned, so callers can await on them without holding the map.
+    pub(crate) fn handles(&self) -> Vec<RunHandle> {
+        self.runs
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.runs.len()
+    }
+}

@@ -1,0 +1,193 @@
+//! Feeds an event stream ([`crate::events`]) through an [`Aggregator`], as an orchestrator
+//! would: each run's events in order, several runs at once.
+//!
+//! A bad line never stops the replay: it becomes a [`LineError`] naming the line, and every
+//! other line is still applied.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::aggregator::{Aggregator, RunHandle, RunStart};
+use crate::error::{BeginError, RecordError};
+use crate::events::{parse_bytes, Event, EventError};
+use crate::model::ExecutionId;
+
+/// Why one line was not applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// The line is not a valid event.
+    #[error("invalid event: {0}")]
+    Parse(#[from] EventError),
+    /// A task or finish event for a run that was never started (here or earlier).
+    #[error("run {0} was never started")]
+    UnknownRun(ExecutionId),
+    /// The run could not be begun.
+    #[error("cannot begin run: {0}")]
+    Begin(#[from] BeginError),
+    /// The result or finish was refused.
+    #[error("{0}")]
+    Record(#[from] RecordError),
+}
+
+/// A line that was not applied, with its 1-based number.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {error}")]
+pub struct LineError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What went wrong.
+    #[source]
+    pub error: ReplayError,
+}
+
+/// What a replay did.
+#[derive(Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct ReplaySummary {
+    /// Runs seen.
+    pub runs: usize,
+    /// Task results accepted.
+    pub tasks: usize,
+    /// Lines applied.
+    pub events: usize,
+    /// Lines not applied.
+    #[serde(skip)]
+    pub errors: Vec<LineError>,
+}
+
+/// Replays the lines of `input` with up to `concurrency` runs in flight.
+///
+/// Runs are replayed in the order of their first line; the events of one run in file order.
+/// Returns once every line was applied or refused (the writes may still be pending: call
+/// [`Aggregator::flush`]).
+pub async fn replay(aggregator: &Aggregator, input: &[u8], concurrency: usize) -> ReplaySummary {
+    let mut errors = Vec::new();
+    let mut order: Vec<ExecutionId> = Vec::new();
+    let mut runs: HashMap<ExecutionId, Vec<(usize, Event)>> = HashMap::new();
+    // A final newline ends the last line; it does not start an empty one.
+    let input = input.strip_suffix(b"\n").unwrap_or(input);
+    let lines = input.split(|b| *b == b'\n').filter(|_| !input.is_empty());
+    for (index, line) in lines.enumerate() {
+        let number = index + 1;
+        match parse_bytes(line) {
+            Ok(event) => {
+                let id = event.execution_id().clone();
+                runs.entry(id.clone())
+                    .or_insert_with(|| {
+                        order.push(id);
+                        Vec::new()
+                    })
+                    .push((number, event));
+            }
+            Err(e) => errors.push(LineError {
+                line: number,
+                error: e.into(),
+            }),
+        }
+    }
+    let summary = Mutex::new(ReplaySummary {
+        runs: order.len(),
+        errors,
+        ..ReplaySummary::default()
+    });
+    let queue = Mutex::new(
+        order
+            .into_iter()
+            .rev()
+            .filter_map(|id| runs.remove(&id))
+            .collect::<Vec<_>>(),
+    );
+    let worker = || async {
+        loop {
+            let next = lock(&queue).pop();
+            let Some(events) = next else { break };
+            replay_run(aggregator, events, &summary).await;
+        }
+    };
+    futures_util::future::join_all((0..concurrency.max(1)).map(|_| worker())).await;
+    let mut summary = summary.into_inner().unwrap_or_else(|e| e.into_inner());
+    summary.errors.sort_by_key(|e| e.line);
+    summary
+}
+
+async fn replay_run(
+    aggregator: &Aggregator,
+    events: Vec<(usize, Event)>,
+    summary: &Mutex<ReplaySummary>,
+) {
+    let mut handle: Option<RunHandle> = None;
+    for (line, event) in events {
+        let outcome = apply(aggregator, &mut handle, event).await;
+        let mut s = lock(summary);
+        match outcome {
+            Ok(is_task) => {
+                s.events += 1;
+                s.tasks += usize::from(is_task);
+            }
+            Err(error) => s.errors.push(LineError { line, error }),
+        }
+    }
+}
+
+/// Applies one event; `Ok(true)` for an accepted task result.
+async fn apply(
+    aggregator: &Aggregator,
+    handle: &mut Option<RunHandle>,
+    event: Event,
+) -> Result<bool, ReplayError> {
+    match event {
+        Event::RunStarted {
+            execution_id,
+            plan_id,
+            total_tasks,
+            start_time,
+        } => {
+            let start =
+                RunStart::new(execution_id, plan_id, total_tasks).with_start_time(start_time);
+            *handle = Some(aggregator.begin_run(start)?);
+            Ok(false)
+        }
+        Event::TaskFinished {
+            execution_id,
+            task,
+            result,
+        } => {
+            let run = find(aggregator, handle, execution_id)?;
+            run.task_finished(task, result).await?;
+            Ok(true)
+        }
+        Event::RunFinished {
+            execution_id,
+            end_time,
+            cancelled,
+        } => {
+            let run = find(aggregator, handle, execution_id)?;
+            if cancelled {
+                run.cancel(end_time).await?;
+            } else {
+                run.finish(end_time).await?;
+            }
+            Ok(false)
+        }
+    }
+}
+
+fn find(
+    aggregator: &Aggregator,
+    handle: &mut Option<RunHandle>,
+    id: ExecutionId,
+) -> Result<RunHandle, ReplayError> {
+    if let Some(run) = handle {
+        return Ok(run.clone());
+    }
+    let run = aggregator.run(&id).ok_or(ReplayError::UnknownRun(id))?;
+    *handle = Some(run.clone());
+    Ok(run)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

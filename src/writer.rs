@@ -1,0 +1,558 @@
+//! The writer: one [`DbWriterActor`] per aggregator batches every run's rows into store writes.
+//!
+//! Rows wait in [`PendingWrites`](batch::PendingWrites), where they coalesce. A flush seals them
+//! into chunks and the writer writes one chunk at a time, in order, each in one transaction.
+//! That order is what keeps a run's writes in sequence: a newer absolute state is never
+//! overwritten by an older one, and a task never reaches the store before its execution node.
+//!
+//! Flushes start when pending task rows reach `max_batch_rows`, when `flush_interval` passes,
+//! when a run's state is urgent (then only its execution row jumps the queue), on `flush()` and
+//! at shutdown.
+//!
+//! A chunk that fails with a retriable error is sent again, with backoff, until it succeeds or a
+//! shutdown deadline passes. One that fails permanently is split in halves until the rows the
+//! database refuses are isolated; every other row is written and the refused ones are reported
+//! (metrics, the host's rejection handler, an ERROR log). Nothing is dropped silently.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::{oneshot, watch, Semaphore};
+
+use crate::error::{FlushError, StoreError};
+use crate::metrics::{FlushReason, Metrics};
+use crate::model::ExecutionId;
+use crate::registry::Registry;
+use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+use crate::store::GraphStore;
+
+pub(crate) mod batch;
+pub(crate) mod messages;
+pub(crate) mod retry;
+
+use batch::{split, Chunk, PendingWrites};
+use messages::{Connect, Drained, Enqueue, Flush, ReconcileStale, Shutdown};
+use retry::{decide, Decision, RetryPolicy};
+
+/// Rows the database refused permanently, with its error. Everything else in their batch was
+/// written.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RejectedWrite {
+    /// Execution rows refused (with them, their runs' task rows in this write).
+    pub executions: Vec<ExecutionRow>,
+    /// Task rows refused.
+    pub tasks: Vec<TaskRow>,
+    /// Why.
+    pub error: StoreError,
+}
+
+/// Called with every [`RejectedWrite`], on the writer's thread: keep it short.
+pub type RejectedHandler = Arc<dyn Fn(RejectedWrite) + Send + Sync>;
+
+/// The writer's settings (taken from `AggregatorConfig`).
+#[derive(Clone)]
+pub(crate) struct WriterSettings {
+    pub(crate) max_batch_rows: usize,
+    pub(crate) flush_interval: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) on_rejected: Option<RejectedHandler>,
+}
+
+/// Outcome of writing one chunk.
+#[derive(Default)]
+struct ChunkOutcome {
+    written: Vec<WriteBatch>,
+    rejected: Vec<RejectedWrite>,
+    unwritten: Vec<WriteBatch>,
+}
+
+struct FlushWaiter {
+    seal: u64,
+    rejected_before: u64,
+    reply: oneshot::Sender<Result<(), FlushError>>,
+}
+
+/// The single writer of an aggregator. Runs on its own arbiter.
+pub(crate) struct DbWriterActor {
+    store: Arc<dyn GraphStore>,
+    settings: WriterSettings,
+    pending: PendingWrites,
+    /// The seal of the chunk being written, if any.
+    in_flight: Option<u64>,
+    in_flight_rows: usize,
+    timer_due: bool,
+    schema_ready: bool,
+    waiters: Vec<FlushWaiter>,
+    rows_rejected: u64,
+    /// Finished runs whose final state is durable but whose task rows are not all settled.
+    finished_durable: HashSet<ExecutionId>,
+    permits: Arc<Semaphore>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    /// Shutdown deadline, watched by the write in flight so it stops retrying in time.
+    deadline: watch::Sender<Option<Instant>>,
+    shutdown: Option<oneshot::Sender<Drained>>,
+    unwritten: Vec<WriteBatch>,
+}
+
+impl DbWriterActor {
+    pub(crate) fn new(
+        store: Arc<dyn GraphStore>,
+        settings: WriterSettings,
+        permits: Arc<Semaphore>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            settings,
+            pending: PendingWrites::default(),
+            in_flight: None,
+            in_flight_rows: 0,
+            timer_due: false,
+            schema_ready: false,
+            waiters: Vec::new(),
+            rows_rejected: 0,
+            finished_durable: HashSet::new(),
+            permits,
+            registry,
+            metrics,
+            deadline: watch::channel(None).0,
+            shutdown: None,
+            unwritten: Vec::new(),
+        }
+    }
+
+    fn deadline_passed(&self) -> bool {
+        matches!(*self.deadline.borrow(), Some(d) if Instant::now() >= d)
+    }
+
+    /// Starts the next write if none is in flight, sealing open rows when a flush is due.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.update_pending_gauge();
+        if self.in_flight.is_some() {
+            return;
+        }
+        if self.shutdown.is_some() && self.deadline_passed() {
+            self.unwritten.extend(self.pending.drain_all());
+            self.finish_shutdown_if_done();
+            return;
+        }
+        if !self.schema_ready {
+            // Writes wait for the first successful connection; a shutdown with nothing
+            // pending need not.
+            self.finish_shutdown_if_done();
+            return;
+        }
+        if self.pending.is_urgent() && self.pending.hoist().is_some() {
+            self.metrics.flushed(FlushReason::Urgent);
+        }
+        let reason = if self.shutdown.is_some() {
+            Some(FlushReason::Shutdown)
+        } else if self.pending.open_task_rows() >= self.settings.max_batch_rows {
+            Some(FlushReason::Size)
+        } else if self.timer_due {
+            Some(FlushReason::Timer)
+        } else {
+            None
+        };
+        // Seal only behind an empty queue: rows left open keep coalescing meanwhile.
+        if let Some(reason) = reason {
+            if self.pending.oldest_queued_seal().is_none() {
+                if self.pending.seal(self.settings.max_batch_rows).is_some() {
+                    self.metrics.flushed(reason);
+                }
+                self.timer_due = false;
+            }
+        }
+        if let Some(chunk) = self.pending.next_chunk() {
+            self.write(chunk, ctx);
+        } else {
+            self.finish_shutdown_if_done();
+        }
+        self.update_pending_gauge();
+    }
+
+    fn write(&mut self, chunk: Chunk, ctx: &mut Context<Self>) {
+        let Chunk { seal, batch } = chunk;
+        self.in_flight = Some(seal);
+        self.in_flight_rows = batch.len();
+        let store = Arc::clone(&self.store);
+        let settings = self.settings.clone();
+        let metrics = Arc::clone(&self.metrics);
+        let deadline = self.deadline.subscribe();
+        let span = tracing::debug_span!(
+            "flush",
+            seal,
+            executions = batch.executions.len(),
+            tasks = batch.tasks.len()
+        );
+        let started = Instant::now();
+        let work = async move {
+            let outcome = write_isolating(&*store, batch, &settings, &metrics, deadline).await;
+            (outcome, started.elapsed())
+        };
+        let work = tracing::Instrument::instrument(work, span);
+        ctx.spawn(work.into_actor(self).map(|(outcome, latency), act, ctx| {
+            act.chunk_done(outcome, latency);
+            act.pump(ctx);
+        }));
+    }
+
+    fn chunk_done(&mut self, outcome: ChunkOutcome, latency: Duration) {
+        self.in_flight = None;
+        self.in_flight_rows = 0;
+        self.metrics.record_flush_latency(latency);
+        for batch in &outcome.written {
+            self.metrics.batches_written.fetch_add(1, Relaxed);
+            self.metrics
+                .execution_rows_written
+                .fetch_add(batch.executions.len() as u64, Relaxed);
+            self.metrics
+                .task_rows_written
+                .fetch_add(batch.tasks.len() as u64, Relaxed);
+            tracing::debug!(
+                executions = batch.executions.len(),
+                tasks = batch.tasks.len(),
+                latency_ms = latency.as_millis() as u64,
+                runs = ?batch.executions.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+                "batch written"
+            );
+            self.settle(&batch.executions, &batch.tasks);
+        }
+        for rejected in outcome.rejected {
+            let rows = (rejected.executions.len() + rejected.tasks.len()) as u64;
+            self.rows_rejected += rows;
+            self.metrics.rows_rejected.fetch_add(rows, Relaxed);
+            tracing::error!(
+                error = %rejected.error,
+                code = rejected.error.code().unwrap_or(""),
+                executions = rejected.executions.len(),
+                tasks = rejected.tasks.len(),
+                task_ids = ?rejected.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+                "database refused rows; reported and skipped"
+            );
+            self.settle(&rejected.executions, &rejected.tasks);
+            if let Some(handler) = &self.settings.on_rejected {
+                handler(rejected);
+            }
+        }
+        self.unwritten.extend(outcome.unwritten);
+        self.answer_waiters();
+    }
+
+    /// Frees the slots of settled task rows, and lets finished runs leave the registry once
+    /// their final state and every task row are settled.
+    fn settle(&mut self, executions: &[ExecutionRow], tasks: &[TaskRow]) {
+        if !tasks.is_empty() {
+            self.permits.add_permits(tasks.len());
+        }
+        for run in self.pending.settle(tasks) {
+            if self.finished_durable.remove(&run) {
+                self.registry.remove_finished(&run);
+            }
+        }
+        for row in executions.iter().filter(|e| e.end_time.is_some()) {
+            if self.pending.has_outstanding(&row.id) {
+                self.finished_durable.insert(row.id.clone());
+            } else {
+                self.registry.remove_finished(&row.id);
+            }
+        }
+    }
+
+    fn answer_waiters(&mut self) {
+        let oldest = [self.in_flight, self.pending.oldest_queued_seal()]
+            .into_iter()
+            .flatten()
+            .min();
+        let rejected_now = self.rows_rejected;
+        let mut still = Vec::new();
+        for waiter in self.waiters.drain(..) {
+            // Done when every chunk of its seal or an earlier one is settled.
+            let done = oldest.is_none_or(|oldest| waiter.seal < oldest);
+            if done {
+                let result = match rejected_now - waiter.rejected_before {
+                    0 => Ok(()),
+                    rows => Err(FlushError::Rejected { rows }),
+                };
+                let _ = waiter.reply.send(result);
+            } else {
+                still.push(waiter);
+            }
+        }
+        self.waiters = still;
+    }
+
+    fn update_pending_gauge(&self) {
+        let rows = self.pending.pending_rows() + self.in_flight_rows;
+        self.metrics.pending_rows.store(rows as i64, Relaxed);
+    }
+
+    fn finish_shutdown_if_done(&mut self) {
+        if self.in_flight.is_some() || !(self.pending.is_empty() || self.deadline_passed()) {
+            return;
+        }
+        if let Some(reply) = self.shutdown.take() {
+            self.unwritten.extend(self.pending.drain_all());
+            let unwritten = std::mem::take(&mut self.unwritten);
+            self.answer_waiters();
+            let _ = reply.send(Drained { unwritten });
+        }
+    }
+
+    /// Pings the store and creates the schema; on a retriable failure tries again in the
+    /// background until it works. Writes wait for it.
+    fn connect(
+        &mut self,
+        ctx: &mut Context<Self>,
+        reply: Option<oneshot::Sender<Result<(), StoreError>>>,
+    ) {
+        let store = Arc::clone(&self.store);
+        let timeout = self.settings.write_timeout;
+        let work = async move {
+            let attempt = async {
+                store.ping().await?;
+                store.ensure_schema().await
+            };
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Timeout(timeout)),
+            }
+        };
+        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
+            match &result {
+                Ok(()) => {
+                    act.schema_ready = true;
+                    act.metrics.database_up.store(true, Relaxed);
+                    tracing::info!("database reachable; schema in place");
+                    act.pump(ctx);
+                }
+                Err(e) if e.is_retriable() => {
+                    act.metrics.database_up.store(false, Relaxed);
+                    act.metrics.write_errors.fetch_add(1, Relaxed);
+                    let delay = act.settings.retry.max();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database unreachable; retrying");
+                    ctx.run_later(delay, |act, ctx| act.connect(ctx, None));
+                    // With a shutdown deadline and no database, give up in time.
+                    act.pump(ctx);
+                }
+                Err(e) => {
+                    act.metrics.database_up.store(false, Relaxed);
+                    tracing::error!(error = %e, "database refused the connection");
+                }
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        }));
+    }
+}
+
+impl Actor for DbWriterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Every run actor has at most one Enqueue in flight; the bound only caps bursts.
+        ctx.set_mailbox_capacity(4096);
+        ctx.run_interval(self.settings.flush_interval, |act, ctx| {
+            act.timer_due = act.pending.has_open();
+            act.pump(ctx);
+        });
+    }
+}
+
+impl Handler<Enqueue> for DbWriterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        self.metrics.writer_messages.fetch_add(1, Relaxed);
+        self.metrics.writer_mailbox.fetch_sub(1, Relaxed);
+        let pushed = self.pending.push(msg.execution, msg.tasks, msg.urgent);
+        if pushed.replaced > 0 {
+            // A replaced row will never be written: its slot is free now.
+            self.permits.add_permits(pushed.replaced);
+        }
+        if msg.urgent || self.pending.open_task_rows() >= self.settings.max_batch_rows {
+            self.pump(ctx);
+        } else {
+            self.update_pending_gauge();
+        }
+    }
+}
+
+impl Handler<Flush> for DbWriterActor {
+    type Result = ResponseFuture<Result<(), FlushError>>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        self.metrics.writer_messages.fetch_add(1, Relaxed);
+        let sealed = self.pending.seal(self.settings.max_batch_rows);
+        if sealed.is_some() {
+            self.metrics.flushed(FlushReason::Manual);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(FlushWaiter {
+            seal: self.pending.last_seal(),
+            rejected_before: self.rows_rejected,
+            reply: tx,
+        });
+        self.pump(ctx);
+        self.answer_waiters();
+        Box::pin(async move { rx.await.unwrap_or(Err(FlushError::ShuttingDown)) })
+    }
+}
+
+impl Handler<Connect> for DbWriterActor {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, _: Connect, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.connect(ctx, Some(tx));
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Timeout(Duration::ZERO))) })
+    }
+}
+
+impl Handler<Shutdown> for DbWriterActor {
+    type Result = ResponseFuture<Drained>;
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        self.metrics.writer_messages.fetch_add(1, Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.shutdown = Some(tx);
+        let _ = self.deadline.send(Some(msg.deadline));
+        // Wake up at the deadline even if nothing else happens (a database that never answers).
+        let wait = msg.deadline.saturating_duration_since(Instant::now());
+        ctx.run_later(wait, |act, ctx| act.pump(ctx));
+        self.pump(ctx);
+        Box::pin(async move { rx.await.unwrap_or_default() })
+    }
+}
+
+impl Handler<ReconcileStale> for DbWriterActor {
+    type Result = ResponseFuture<Result<Vec<String>, StoreError>>;
+
+    fn handle(&mut self, msg: ReconcileStale, _: &mut Context<Self>) -> Self::Result {
+        let store = Arc::clone(&self.store);
+        let timeout = self.settings.write_timeout;
+        Box::pin(async move {
+            let work = store.reconcile_stale(msg.cutoff, msg.except_owner.as_deref(), msg.now);
+            match tokio::time::timeout(timeout, work).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Timeout(timeout)),
+            }
+        })
+    }
+}
+
+/// Why a write stopped without success.
+enum Failure {
+    /// The database refused the batch; a retry would fail the same way.
+    Permanent(StoreError),
+    /// Retriable, but the shutdown deadline came first.
+    OutOfTime,
+}
+
+/// Writes a chunk; on a permanent error splits it until the refused rows are isolated.
+async fn write_isolating(
+    store: &dyn GraphStore,
+    batch: WriteBatch,
+    settings: &WriterSettings,
+    metrics: &Metrics,
+    mut deadline: watch::Receiver<Option<Instant>>,
+) -> ChunkOutcome {
+    let mut outcome = ChunkOutcome::default();
+    // Depth-first, left half first, so rows keep their order.
+    let mut stack = vec![batch];
+    while let Some(batch) = stack.pop() {
+        match write_with_retry(store, &batch, settings, metrics, &mut deadline).await {
+            Ok(()) => outcome.written.push(batch),
+            Err(Failure::OutOfTime) => {
+                outcome.unwritten.push(batch);
+                outcome.unwritten.extend(stack.drain(..).rev());
+            }
+            Err(Failure::Permanent(error)) => match split(batch) {
+                Ok((left, right)) => {
+                    stack.push(right);
+                    stack.push(left);
+                }
+                Err(single) => outcome.rejected.push(RejectedWrite {
+                    executions: single.executions,
+                    tasks: single.tasks,
+                    error,
+                }),
+            },
+        }
+    }
+    outcome
+}
+
+/// Sends one batch until it is written, fails permanently, or the shutdown deadline passes.
+async fn write_with_retry(
+    store: &dyn GraphStore,
+    batch: &WriteBatch,
+    settings: &WriterSettings,
+    metrics: &Metrics,
+    deadline: &mut watch::Receiver<Option<Instant>>,
+) -> Result<(), Failure> {
+    let mut attempt = 0u32;
+    loop {
+        let limit = *deadline.borrow();
+        let budget = match limit {
+            Some(d) => settings
+                .write_timeout
+                .min(d.saturating_duration_since(Instant::now())),
+            None => settings.write_timeout,
+        };
+        if budget.is_zero() {
+            return Err(Failure::OutOfTime);
+        }
+        let result = match tokio::time::timeout(budget, store.write(batch)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(budget)),
+        };
+        let error = match result {
+            Ok(()) => {
+                metrics.database_up.store(true, Relaxed);
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        metrics.write_errors.fetch_add(1, Relaxed);
+        if error.is_retriable() {
+            metrics.database_up.store(false, Relaxed);
+        }
+        let limit = *deadline.borrow();
+        match decide(
+            &settings.retry,
+            &error,
+            attempt,
+            fastrand::f64(),
+            Instant::now(),
+            limit,
+        ) {
+            Decision::Retry(delay) => {
+                metrics.retries.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    error = %error,
+                    code = error.code().unwrap_or(""),
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "write failed; retrying"
+                );
+                // Sleep, but wake early if a shutdown deadline is set meanwhile.
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = deadline.changed() => {}
+                }
+                attempt = attempt.saturating_add(1);
+            }
+            Decision::GiveUp if error.is_retriable() => return Err(Failure::OutOfTime),
+            Decision::GiveUp => return Err(Failure::Permanent(error)),
+        }
+    }
+}

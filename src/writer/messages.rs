@@ -1,0 +1,66 @@
+//! Messages the [`DbWriterActor`](super::DbWriterActor) handles.
+
+use std::time::Instant;
+
+use actix::Message;
+use chrono::{DateTime, Utc};
+
+use crate::error::{FlushError, StoreError};
+use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+
+/// Sent by an execution actor: its run's latest absolute state and the task rows accepted since
+/// its last `Enqueue`. At most one is in flight per run.
+///
+/// Reply: `()` once the rows are pending in the writer (not yet written); the writer frees each
+/// task row's slot under `max_pending_rows` when the row is written, replaced or rejected.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Enqueue {
+    pub(crate) execution: Option<ExecutionRow>,
+    pub(crate) tasks: Vec<TaskRow>,
+    /// Put the run's state ahead of the queue (it failed, recovered, or finished).
+    pub(crate) urgent: bool,
+}
+
+/// Sent by `Aggregator::flush` once every run actor has drained.
+///
+/// Reply: `Ok(())` when every row pending at the time of the message is written;
+/// [`FlushError::Rejected`] if some were refused by the database and reported instead.
+#[derive(Message)]
+#[rtype(result = "Result<(), FlushError>")]
+pub(crate) struct Flush;
+
+/// Sent once by `Aggregator::start`: the first connection attempt and the schema.
+///
+/// Reply: the first attempt's outcome. A retriable failure (server unreachable) leaves the
+/// writer retrying in the background; a permanent one (credentials, URI) is final.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub(crate) struct Connect;
+
+/// Sent by `Aggregator::shutdown` after every run actor has drained.
+///
+/// Reply: once everything pending is written, or at `deadline` with what was not.
+#[derive(Message)]
+#[rtype(result = "Drained")]
+pub(crate) struct Shutdown {
+    pub(crate) deadline: Instant,
+}
+
+/// What the writer did with its last rows.
+#[derive(Debug, Default)]
+pub(crate) struct Drained {
+    /// Rows the store never confirmed, in write order.
+    pub(crate) unwritten: Vec<WriteBatch>,
+}
+
+/// Sent by `Aggregator::reconcile_stale`; runs the reconciliation on the writer's connection.
+///
+/// Reply: the ids of the runs marked `failed` with `error = 'interrupted'`.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<String>, StoreError>")]
+pub(crate) struct ReconcileStale {
+    pub(crate) cutoff: DateTime<Utc>,
+    pub(crate) except_owner: Option<String>,
+    pub(crate) now: DateTime<Utc>,
+}
