@@ -70,6 +70,11 @@ pub struct ShutdownReport {
     pub unfinished_runs: Vec<ExecutionId>,
     /// Whether every accepted row was written before the deadline.
     pub complete: bool,
+    /// Rows appended to the configured spill file (0 without one).
+    pub spilled_rows: usize,
+    /// Why the spill file could not be written, if it could not (the rows are then counted as
+    /// dropped, and still listed in `unwritten`).
+    pub spill_error: Option<std::io::Error>,
 }
 
 impl ShutdownReport {
@@ -373,6 +378,8 @@ struct Inner {
     next_worker: AtomicUsize,
     shared: Arc<Shared>,
     run_mailbox: usize,
+    max_pending_rows: usize,
+    spill_path: Option<std::path::PathBuf>,
     owner: Arc<str>,
     stopped: AtomicBool,
 }
@@ -452,6 +459,7 @@ impl Aggregator {
         let registry = Arc::new(Registry::new(Arc::clone(&metrics)));
         let settings = WriterSettings {
             max_batch_rows: config.max_batch_rows,
+            heartbeat_interval: config.heartbeat_interval,
             flush_interval: config.flush_interval,
             write_timeout: config.write_timeout,
             retry: config.retry,
@@ -483,6 +491,8 @@ impl Aggregator {
                     closing: AtomicBool::new(false),
                 }),
                 run_mailbox: config.run_mailbox,
+                max_pending_rows: config.max_pending_rows,
+                spill_path: config.spill_path.clone(),
                 owner,
                 stopped: AtomicBool::new(false),
             }),
@@ -605,16 +615,29 @@ impl Aggregator {
             .map(|h| h.run.id.clone())
             .collect();
         let unwritten_rows: usize = drained.unwritten.iter().map(WriteBatch::len).sum();
-        if unwritten_rows > 0 {
-            inner
-                .shared
-                .metrics
+        let (spilled_rows, spill_error) = match (&inner.spill_path, unwritten_rows) {
+            (_, 0) | (None, _) => (0, None),
+            (Some(path), _) => match spill(path, &drained.unwritten) {
+                Ok(rows) => {
+                    tracing::warn!(rows, path = %path.display(), "shutdown deadline passed; rows spilled");
+                    (rows, None)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, path = %path.display(), "cannot write the spill file");
+                    (0, Some(e))
+                }
+            },
+        };
+        let metrics = &inner.shared.metrics;
+        metrics
+            .rows_spilled
+            .fetch_add(spilled_rows as u64, Ordering::Relaxed);
+        let dropped = unwritten_rows - spilled_rows;
+        if dropped > 0 {
+            metrics
                 .rows_dropped
-                .fetch_add(unwritten_rows as u64, Ordering::Relaxed);
-            tracing::error!(
-                rows = unwritten_rows,
-                "shutdown deadline passed; rows not written"
-            );
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+            tracing::error!(rows = dropped, "shutdown deadline passed; rows not written");
         }
         inner.shared.permits.close();
         inner.stopped.store(true, Ordering::Release);
@@ -624,6 +647,56 @@ impl Aggregator {
             complete: drained.unwritten.is_empty(),
             unwritten: drained.unwritten,
             unfinished_runs,
+            spilled_rows,
+            spill_error,
+        }
+    }
+
+    /// Queues rows exactly as given (a spill being restored): absolute values, written in order
+    /// with everything else, subject to `max_pending_rows` like any task result.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::ShuttingDown`] if the aggregator is shutting down.
+    pub async fn restore(&self, batch: WriteBatch) -> Result<(), RecordError> {
+        let inner = &self.inner;
+        if inner.shared.closing.load(Ordering::Acquire) {
+            return Err(RecordError::ShuttingDown);
+        }
+        let WriteBatch {
+            mut executions,
+            mut tasks,
+            ..
+        } = batch;
+        // Executions go with the first piece, so every task finds its run.
+        loop {
+            let take = tasks.len().min(inner.max_pending_rows);
+            let piece: Vec<TaskRow> = tasks.drain(..take).collect();
+            if !piece.is_empty() {
+                let count = u32::try_from(piece.len()).unwrap_or(u32::MAX);
+                let permits = Arc::clone(&inner.shared.permits)
+                    .acquire_many_owned(count)
+                    .await
+                    .map_err(|_| RecordError::ShuttingDown)?;
+                // The writer frees these slots when the rows are written.
+                permits.forget();
+            }
+            inner
+                .shared
+                .metrics
+                .writer_mailbox
+                .fetch_add(1, Ordering::Relaxed);
+            let message = Enqueue {
+                executions: std::mem::take(&mut executions),
+                tasks: piece,
+                urgent: false,
+            };
+            if inner.writer.send(message).await.is_err() {
+                return Err(RecordError::ShuttingDown);
+            }
+            if tasks.is_empty() {
+                return Ok(());
+            }
         }
     }
 
@@ -660,6 +733,23 @@ impl Aggregator {
         let handles = self.inner.registry.handles();
         futures_util::future::join_all(handles.iter().map(RunHandle::drain)).await;
     }
+}
+
+/// Appends unwritten rows to the spill file and syncs it. Returns the rows written.
+fn spill(path: &std::path::Path, batches: &[WriteBatch]) -> std::io::Result<usize> {
+    use std::io::Write;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut rows = 0;
+    for batch in batches {
+        rows += crate::events::write_rows(&mut out, batch)?;
+    }
+    out.flush()?;
+    out.get_ref().sync_all()?;
+    Ok(rows)
 }
 
 fn default_instance_id() -> String {

@@ -5,6 +5,7 @@
 //! `from_env()` constructors.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,6 +231,8 @@ pub const DEFAULT_MAX_PENDING_ROWS: usize = 100_000;
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default messages queued per run actor before senders wait.
 pub const DEFAULT_RUN_MAILBOX: usize = 256;
+/// Default time between heartbeats of live runs (see `Aggregator::reconcile_stale`).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default upper bound on run-actor threads (the default is the number of CPUs, at most this).
 pub const DEFAULT_MAX_ARBITERS: usize = 4;
 
@@ -249,6 +252,8 @@ pub struct AggregatorConfig {
     pub(crate) run_mailbox: usize,
     pub(crate) instance_id: Option<String>,
     pub(crate) on_rejected: Option<RejectedHandler>,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) spill_path: Option<PathBuf>,
 }
 
 impl fmt::Debug for AggregatorConfig {
@@ -263,6 +268,8 @@ impl fmt::Debug for AggregatorConfig {
             .field("retry", &self.retry)
             .field("run_mailbox", &self.run_mailbox)
             .field("instance_id", &self.instance_id)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("spill_path", &self.spill_path)
             .field(
                 "on_rejected",
                 &self.on_rejected.as_ref().map(|_| "<handler>"),
@@ -287,6 +294,8 @@ impl AggregatorConfig {
                 run_mailbox: DEFAULT_RUN_MAILBOX,
                 instance_id: None,
                 on_rejected: None,
+                heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+                spill_path: None,
             },
             neo4j: None,
         }
@@ -330,6 +339,16 @@ impl AggregatorConfig {
     /// Time one write may take.
     pub fn write_timeout(&self) -> Duration {
         self.write_timeout
+    }
+
+    /// Time between heartbeats of live runs.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    /// Where shutdown appends rows it could not write, if anywhere.
+    pub fn spill_path(&self) -> Option<&std::path::Path> {
+        self.spill_path.as_deref()
     }
 }
 
@@ -417,6 +436,23 @@ impl AggregatorConfigBuilder {
         self
     }
 
+    /// How often the writer refreshes `runtallyHeartbeat` on live runs whose state did not
+    /// change, so [`Aggregator::reconcile_stale`](crate::Aggregator::reconcile_stale) can tell
+    /// them from runs of a dead process. Default: [`DEFAULT_HEARTBEAT_INTERVAL`].
+    pub fn with_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.config.heartbeat_interval = interval;
+        self
+    }
+
+    /// A JSON-lines file that [`Aggregator::shutdown`](crate::Aggregator::shutdown) appends
+    /// every row it could not write to (as `execution_state`/`task_state` events), so that
+    /// `runtally replay FILE` restores them later. Default: none (unwritten rows are only
+    /// returned in the report).
+    pub fn with_spill_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.spill_path = Some(path.into());
+        self
+    }
+
     /// Receives rows the database refuses permanently (they are also counted and logged).
     /// Default: none.
     pub fn with_rejected_handler(
@@ -456,6 +492,9 @@ impl AggregatorConfigBuilder {
         }
         if config.arbiters == 0 {
             return Err(invalid("arbiters", "must be at least 1"));
+        }
+        if config.heartbeat_interval.is_zero() {
+            return Err(invalid("heartbeat_interval", "must be above zero"));
         }
         if config.run_mailbox == 0 {
             return Err(invalid("run_mailbox", "must be at least 1"));

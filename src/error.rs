@@ -112,10 +112,13 @@ impl StoreError {
     /// The server's status code (`Neo.ClientError.Statement.SyntaxError`, …), if it sent one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            StoreError::Query {
-                source: neo4rs::Error::Neo4j(e),
-                ..
-            } => Some(e.code()),
+            StoreError::Query { source, .. }
+            | StoreError::Connection(source)
+            | StoreError::Auth(source)
+            | StoreError::Config(source) => match source {
+                neo4rs::Error::Neo4j(e) => Some(e.code()),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -137,12 +140,38 @@ impl StoreError {
             | E::ConnectionTimedOut
             | E::IncompleteBoltExchange
             | E::ServerUnavailableError(_) => StoreError::Connection(e),
+            // Refused in the connection's protocol state (seen right after a server restart:
+            // "BEGIN not expected in state: AUTHENTICATION"), or refusing to open a
+            // transaction at all: the connection's problem, never the rows'. A new connection
+            // fixes it. (A missing database is the exception: it is a configuration error.)
+            E::Neo4j(ref n)
+                if n.code().starts_with("Neo.ClientError.Request.")
+                    || (statement == "begin"
+                        && n.code() != "Neo.ClientError.Database.DatabaseNotFound") =>
+            {
+                StoreError::Connection(e)
+            }
+            E::Neo4j(ref n) if n.code() == "Neo.ClientError.Database.DatabaseNotFound" => {
+                StoreError::Config(e)
+            }
             other => StoreError::Query {
                 statement,
                 source: other,
             },
         }
     }
+}
+
+/// An error and its sources, joined with `": "`, for one log field.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Driver errors that say "try again": the server's transient class and the connection-level

@@ -7,6 +7,9 @@
 //! {"event":"run_finished", "executionId":…, "endTime":epochMs, "cancelled":bool}
 //! ```
 //!
+//! A shutdown spill adds two kinds of its own, `execution_state` and `task_state`: rows exactly
+//! as runtally meant to write them, with the graph's property names, restored as they are.
+//!
 //! Parsing one line never affects another: a bad line is a typed [`EventError`] naming what is
 //! wrong, and the caller carries on with the next.
 
@@ -14,6 +17,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ExecutionId, PlanId, TaskDefinition, TaskResult};
+use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
 
 /// One event of the stream.
 // Task events dominate any stream, so boxing them would add an allocation to nearly every event
@@ -46,6 +50,11 @@ pub enum Event {
         /// Its result.
         result: TaskResult,
     },
+    /// A run's state as runtally last meant to write it (a shutdown spill). Replayed as is.
+    ExecutionState(ExecutionRow),
+    /// A task node's state as runtally last meant to write it (a shutdown spill). Replayed as
+    /// is.
+    TaskState(TaskRow),
     /// A workflow run ended.
     #[serde(rename_all = "camelCase")]
     RunFinished {
@@ -67,6 +76,8 @@ impl Event {
             Event::RunStarted { execution_id, .. }
             | Event::TaskFinished { execution_id, .. }
             | Event::RunFinished { execution_id, .. } => execution_id,
+            Event::ExecutionState(row) => &row.id,
+            Event::TaskState(row) => &row.execution_id,
         }
     }
 }
@@ -106,6 +117,33 @@ pub fn parse_bytes(line: &[u8]) -> Result<Event, EventError> {
         return Err(EventError::Empty);
     }
     Ok(serde_json::from_slice(line)?)
+}
+
+/// Appends a batch's rows as `execution_state` and `task_state` lines (executions first, so a
+/// replay restores every run before its tasks). Returns the rows written.
+///
+/// # Errors
+///
+/// The writer's I/O error.
+pub fn write_rows(mut out: impl std::io::Write, batch: &WriteBatch) -> std::io::Result<usize> {
+    #[derive(Serialize)]
+    #[serde(tag = "event", rename_all = "snake_case")]
+    enum Line<'a> {
+        ExecutionState(&'a ExecutionRow),
+        TaskState(&'a TaskRow),
+    }
+    let lines = batch
+        .executions
+        .iter()
+        .map(Line::ExecutionState)
+        .chain(batch.tasks.iter().map(Line::TaskState));
+    let mut rows = 0;
+    for line in lines {
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
+        rows += 1;
+    }
+    Ok(rows)
 }
 
 /// Epoch milliseconds on the wire, `DateTime<Utc>` in Rust.
@@ -171,6 +209,43 @@ mod tests {
             let event = parse_line(line).expect("parse");
             let again = parse_line(&serde_json::to_string(&event).expect("json")).expect("again");
             assert_eq!(again, event);
+        }
+    }
+
+    #[test]
+    fn spilled_rows_parse_back_to_the_same_rows() {
+        let spec = crate::workload::WorkloadSpec::default();
+        let run = spec.run(3).expect("run");
+        let now = chrono::Utc::now();
+        let mut exec = ExecutionRow::started(
+            run.execution_id.clone(),
+            run.plan_id.clone(),
+            run.total_tasks,
+            run.start_time,
+            now,
+        )
+        .expect("row");
+        exec.owner = Some("host/1/abc".into());
+        exec.end_time = Some(run.end_time);
+        let tasks: Vec<TaskRow> = run
+            .tasks
+            .into_iter()
+            .map(|(t, r)| TaskRow::new(&run.execution_id, &run.plan_id, &t, r, now).expect("row"))
+            .collect();
+        let batch = WriteBatch::new(vec![exec.clone()], tasks.clone());
+        let mut out = Vec::new();
+        assert_eq!(
+            write_rows(&mut out, &batch).expect("write"),
+            1 + tasks.len()
+        );
+        let events: Vec<Event> = out
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| parse_bytes(l).expect("parses"))
+            .collect();
+        assert_eq!(events[0], Event::ExecutionState(exec));
+        for (event, task) in events[1..].iter().zip(&tasks) {
+            assert_eq!(event, &Event::TaskState(task.clone()));
         }
     }
 

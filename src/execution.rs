@@ -161,7 +161,7 @@ impl ExecutionActor {
             return;
         }
         let message = Enqueue {
-            execution: Some(self.execution_row()),
+            executions: vec![self.execution_row()],
             tasks: std::mem::take(&mut self.outbox),
             urgent: std::mem::take(&mut self.urgent),
         };

@@ -71,6 +71,15 @@ impl Registry {
             .collect()
     }
 
+    /// Ids of the runs not yet finished (for their heartbeat).
+    pub(crate) fn live_ids(&self) -> Vec<ExecutionId> {
+        self.runs
+            .iter()
+            .filter(|entry| !entry.value().is_ended())
+            .map(|entry| entry.key().clone())
+            .collect()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.runs.len()
     }

@@ -13,6 +13,7 @@ use crate::aggregator::{Aggregator, RunHandle, RunStart};
 use crate::error::{BeginError, RecordError};
 use crate::events::{parse_bytes, Event, EventError};
 use crate::model::ExecutionId;
+use crate::rows::WriteBatch;
 
 /// Why one line was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +158,18 @@ async fn apply(
         } => {
             let run = find(aggregator, handle, execution_id)?;
             run.task_finished(task, result).await?;
+            Ok(true)
+        }
+        Event::ExecutionState(row) => {
+            aggregator
+                .restore(WriteBatch::new(vec![row], Vec::new()))
+                .await?;
+            Ok(false)
+        }
+        Event::TaskState(row) => {
+            aggregator
+                .restore(WriteBatch::new(Vec::new(), vec![row]))
+                .await?;
             Ok(true)
         }
         Event::RunFinished {

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::model::{
@@ -16,7 +17,11 @@ use crate::model::{
 };
 
 /// The state of one `orchestration_execution` node, written as absolute values.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serializes with the graph's property names (a spill file holds these as
+/// `execution_state` events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct ExecutionRow {
     /// Node id: the execution id.
@@ -30,6 +35,7 @@ pub struct ExecutionRow {
     /// `endTime`; `None` while the run is live (the property is then absent, as in the seed).
     pub end_time: Option<DateTime<Utc>>,
     /// `duration` in milliseconds: end minus start, 0 while live.
+    #[serde(rename = "duration")]
     pub duration_ms: i64,
     /// `tasksTotal`: the planned task count.
     pub tasks_total: i64,
@@ -54,6 +60,7 @@ pub struct ExecutionRow {
     pub link_plan: bool,
     /// `runtallyOwner`: the aggregator instance writing this run (runtally's own property, which
     /// the seed's readers ignore). Used to find runs orphaned by a crashed process.
+    #[serde(rename = "runtallyOwner")]
     pub owner: Option<Arc<str>>,
 }
 
@@ -94,7 +101,11 @@ impl ExecutionRow {
 }
 
 /// The state of one `task_execution` node (the latest result of one task of one run).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serializes with the graph's property names (a spill file holds these as `task_state`
+/// events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct TaskRow {
     /// Node id: `"{executionId}-{taskId}"`.
@@ -226,6 +237,16 @@ impl TaskRow {
     }
 }
 
+/// A refresh of `runtallyHeartbeat` on the execution nodes of live runs, so that
+/// reconciliation can tell a live run from one whose process died.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heartbeat {
+    /// The time to record.
+    pub at: DateTime<Utc>,
+    /// The live runs.
+    pub runs: Vec<ExecutionId>,
+}
+
 /// One transaction's worth of rows. Executions are written before tasks, so every task finds
 /// its execution node.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -234,17 +255,28 @@ pub struct WriteBatch {
     pub executions: Vec<ExecutionRow>,
     /// Task execution nodes, at most one row per node id.
     pub tasks: Vec<TaskRow>,
+    /// A heartbeat for live runs, written after the rows.
+    pub heartbeat: Option<Heartbeat>,
 }
 
 impl WriteBatch {
-    /// Rows in the batch.
+    /// A batch of rows, without a heartbeat.
+    pub fn new(executions: Vec<ExecutionRow>, tasks: Vec<TaskRow>) -> Self {
+        Self {
+            executions,
+            tasks,
+            heartbeat: None,
+        }
+    }
+
+    /// Rows in the batch (a heartbeat is not a row).
     pub fn len(&self) -> usize {
         self.executions.len() + self.tasks.len()
     }
 
-    /// Whether the batch holds no rows.
+    /// Whether the batch holds nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.executions.is_empty() && self.tasks.is_empty()
+        self.executions.is_empty() && self.tasks.is_empty() && self.heartbeat.is_none()
     }
 }
 

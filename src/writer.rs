@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch, Semaphore};
 
-use crate::error::{FlushError, StoreError};
+use crate::error::{chain, FlushError, StoreError};
 use crate::metrics::{FlushReason, Metrics};
 use crate::model::ExecutionId;
 use crate::registry::Registry;
-use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+use crate::rows::{ExecutionRow, Heartbeat, TaskRow, WriteBatch};
 use crate::store::GraphStore;
 
 pub(crate) mod batch;
@@ -57,6 +57,7 @@ pub type RejectedHandler = Arc<dyn Fn(RejectedWrite) + Send + Sync>;
 #[derive(Clone)]
 pub(crate) struct WriterSettings {
     pub(crate) max_batch_rows: usize,
+    pub(crate) heartbeat_interval: Duration,
     pub(crate) flush_interval: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) retry: RetryPolicy,
@@ -230,7 +231,7 @@ impl DbWriterActor {
             self.rows_rejected += rows;
             self.metrics.rows_rejected.fetch_add(rows, Relaxed);
             tracing::error!(
-                error = %rejected.error,
+                error = %chain(&rejected.error),
                 code = rejected.error.code().unwrap_or(""),
                 executions = rejected.executions.len(),
                 tasks = rejected.tasks.len(),
@@ -337,14 +338,14 @@ impl DbWriterActor {
                     act.metrics.database_up.store(false, Relaxed);
                     act.metrics.write_errors.fetch_add(1, Relaxed);
                     let delay = act.settings.retry.max();
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database unreachable; retrying");
+                    tracing::warn!(error = %chain(e), retry_in_ms = delay.as_millis() as u64, "database unreachable; retrying");
                     ctx.run_later(delay, |act, ctx| act.connect(ctx, None));
                     // With a shutdown deadline and no database, give up in time.
                     act.pump(ctx);
                 }
                 Err(e) => {
                     act.metrics.database_up.store(false, Relaxed);
-                    tracing::error!(error = %e, "database refused the connection");
+                    tracing::error!(error = %chain(e), "database refused the connection");
                 }
             }
             if let Some(reply) = reply {
@@ -364,6 +365,17 @@ impl Actor for DbWriterActor {
             act.timer_due = act.pending.has_open();
             act.pump(ctx);
         });
+        ctx.run_interval(self.settings.heartbeat_interval, |act, ctx| {
+            let runs = act.registry.live_ids();
+            if !runs.is_empty() && act.shutdown.is_none() {
+                act.pending.set_heartbeat(Heartbeat {
+                    at: chrono::Utc::now(),
+                    runs,
+                });
+                act.timer_due = true;
+                act.pump(ctx);
+            }
+        });
     }
 }
 
@@ -373,7 +385,7 @@ impl Handler<Enqueue> for DbWriterActor {
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         self.metrics.writer_messages.fetch_add(1, Relaxed);
         self.metrics.writer_mailbox.fetch_sub(1, Relaxed);
-        let pushed = self.pending.push(msg.execution, msg.tasks, msg.urgent);
+        let pushed = self.pending.push(msg.executions, msg.tasks, msg.urgent);
         if pushed.replaced > 0 {
             // A replaced row will never be written: its slot is free now.
             self.permits.add_permits(pushed.replaced);
@@ -424,7 +436,9 @@ impl Handler<Shutdown> for DbWriterActor {
         self.metrics.writer_messages.fetch_add(1, Relaxed);
         let (tx, rx) = oneshot::channel();
         self.shutdown = Some(tx);
-        let _ = self.deadline.send(Some(msg.deadline));
+        // `send_replace`, not `send`: with no write in flight there is no receiver yet, and `send`
+        // would then drop the value.
+        self.deadline.send_replace(Some(msg.deadline));
         // Wake up at the deadline even if nothing else happens (a database that never answers).
         let wait = msg.deadline.saturating_duration_since(Instant::now());
         ctx.run_later(wait, |act, ctx| act.pump(ctx));
@@ -538,7 +552,7 @@ async fn write_with_retry(
             Decision::Retry(delay) => {
                 metrics.retries.fetch_add(1, Relaxed);
                 tracing::warn!(
-                    error = %error,
+                    error = %chain(&error),
                     code = error.code().unwrap_or(""),
                     attempt,
                     retry_in_ms = delay.as_millis() as u64,

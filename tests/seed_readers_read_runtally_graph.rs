@@ -116,3 +116,57 @@ async fn the_three_seed_queries_return_what_runtally_wrote() {
         .expect("read")
         .is_none());
 }
+
+/// The seed's own create statement (persistence.ts, `createExecutionNodeInNeo4j`), verbatim.
+const SEED_CREATE: &str = "
+CREATE (exec:Node {id: $executionId})
+SET exec.type = 'orchestration_execution',
+exec.planId = $planId,
+exec.status = 'running',
+exec.startTime = datetime($startTime),
+exec.endTime = null,
+exec.duration = 0,
+exec.tasksTotal = $tasksTotal,
+exec.tasksSuccessful = 0,
+exec.tasksFailed = 0,
+exec.tokensInput = 0,
+exec.tokensOutput = 0,
+exec.tokensTotal = 0,
+exec.toolCalls = 0,
+exec.created = datetime(),
+exec.updated = datetime()
+WITH exec
+OPTIONAL MATCH (plan:Node {id: $planId, type: 'orchestration_plan'})
+FOREACH (p IN CASE WHEN plan IS NOT NULL THEN [plan] ELSE [] END |
+MERGE (exec)-[:EXECUTES_PLAN]->(p)
+)
+RETURN exec.id as nodeId
+";
+
+#[tokio::test]
+async fn runtally_reads_runs_the_seed_wrote() {
+    let store = store().await;
+    let graph = raw_graph();
+    let exec = unique("seed-written");
+    graph
+        .run(
+            query(SEED_CREATE)
+                .param("executionId", exec.as_str())
+                .param("planId", "plan-x")
+                .param("startTime", "2026-11-27T10:00:00.123Z")
+                .param("tasksTotal", 4_i64),
+        )
+        .await
+        .expect("the seed's statement");
+    // On some servers a bare datetime() is a zone-id value; runtally reads it either way.
+    let rec = store
+        .execution(&exec_id(&exec))
+        .await
+        .expect("typed read of a seed-written node")
+        .expect("found");
+    assert_eq!(rec.status, RunStatus::Running);
+    assert_eq!(rec.tasks_total, 4);
+    assert_eq!(rec.start_time, Some(t0()));
+    assert!(rec.created.is_some() && rec.updated.is_some());
+    assert_eq!(rec.end_time, None);
+}

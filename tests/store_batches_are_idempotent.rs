@@ -39,10 +39,7 @@ async fn the_same_batch_written_twice_leaves_the_graph_as_once() {
             )
         })
         .collect();
-    let batch = WriteBatch {
-        executions: vec![row],
-        tasks,
-    };
+    let batch = WriteBatch::new(vec![row], tasks);
 
     store.write(&batch).await.expect("first");
     let exec_before = props(&graph, &exec).await;

@@ -20,10 +20,7 @@ async fn an_unreachable_server_is_a_retriable_connection_error() {
     assert!(err.is_retriable());
     let exec = unique("unreachable");
     let err = store
-        .write(&WriteBatch {
-            executions: vec![started(&exec, "p", 1)],
-            tasks: vec![],
-        })
+        .write(&WriteBatch::new(vec![started(&exec, "p", 1)], vec![]))
         .await
         .expect_err("down");
     assert!(err.is_retriable(), "{err:?}");
@@ -34,16 +31,45 @@ async fn an_unreachable_server_is_a_retriable_connection_error() {
 }
 
 #[tokio::test]
-async fn a_wrong_password_is_a_permanent_auth_error() {
+async fn rejected_credentials_fail_start_with_a_permanent_auth_error() {
     // One wrong attempt only: the local server locks the account after five.
     let config = neo4j_config();
-    let bad = Neo4jConfig::builder(config.uri(), config.user(), "definitely-not-the-password")
+    let wrong = format!("{}-but-wrong", config.password().expose());
+    let aggregator_config = runtally::AggregatorConfig::builder()
+        .with_neo4j(Neo4jConfig::builder(
+            config.uri(),
+            config.user(),
+            wrong.as_str(),
+        ))
         .build()
         .expect("config");
-    let store = Neo4jStore::new(&bad).expect("pool");
-    let err = store.ping().await.expect_err("rejected");
-    assert!(matches!(err, StoreError::Auth(_)), "{err:?}");
-    assert!(!err.is_retriable());
+    let err = runtally::Aggregator::start(aggregator_config)
+        .await
+        .expect_err("rejected");
+    let runtally::StartError::Store(store_error) = &err else {
+        panic!("expected a store error, got {err:?}");
+    };
+    assert!(
+        matches!(store_error, StoreError::Auth(_)),
+        "{store_error:?}"
+    );
+    assert!(!store_error.is_retriable());
+    let shown = format!("{err} {err:?} {}", runtally_error_chain(&err));
+    assert!(
+        !shown.contains(&wrong),
+        "the password is not in the error: {shown}"
+    );
+}
+
+fn runtally_error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 #[tokio::test]
@@ -60,4 +86,32 @@ async fn a_bad_uri_is_a_config_error() {
             assert!(!matches!(err, StoreError::Auth(_)), "{err:?}");
         }
     }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_does_not_stop_start_and_results_are_still_accepted() {
+    let config = runtally::AggregatorConfig::builder()
+        .with_neo4j(Neo4jConfig::builder(
+            "bolt://127.0.0.1:1",
+            "root",
+            "whatever-pw",
+        ))
+        .build()
+        .expect("config");
+    let agg = runtally::Aggregator::start(config)
+        .await
+        .expect("starts although the database is unreachable");
+    assert!(!agg.metrics().database_up);
+    let run = agg
+        .begin_run(runtally::RunStart::new(
+            exec_id(&unique("nodb")),
+            plan_id("p"),
+            1,
+        ))
+        .expect("begin");
+    let (d, r) = result("a", false, 1, 1, 1);
+    run.task_finished(d, r).await.expect("accepted while down");
+    let report = agg.shutdown(std::time::Duration::from_millis(500)).await;
+    assert!(!report.complete);
+    assert_eq!(report.unwritten_rows(), 2, "the run's row and its task");
 }

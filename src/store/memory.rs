@@ -23,6 +23,7 @@ struct Graph {
     failed_edges: HashSet<String>,
     batches: u64,
     interrupted: HashSet<String>,
+    heartbeats: HashMap<String, DateTime<Utc>>,
 }
 
 /// Keeps the latest execution and task rows in memory, with the same all-or-nothing and
@@ -137,6 +138,15 @@ impl MemoryStore {
             }
             graph.tasks.insert(row.id.clone(), row.clone());
         }
+        if let Some(heartbeat) = &batch.heartbeat {
+            for id in &heartbeat.runs {
+                if graph.executions.contains_key(id.as_str()) {
+                    graph
+                        .heartbeats
+                        .insert(id.as_str().to_owned(), heartbeat.at);
+                }
+            }
+        }
         graph.batches += 1;
         Ok(())
     }
@@ -163,12 +173,17 @@ impl GraphStore for MemoryStore {
         now: DateTime<Utc>,
     ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         let mut graph = lock(&self.graph);
+        let graph = &mut *graph;
         let mut marked = Vec::new();
         for row in graph.executions.values_mut() {
             let live = row.end_time.is_none()
                 && matches!(row.status, RunStatus::Running | RunStatus::Failed);
             let other_owner = except_owner.is_none() || row.owner.as_deref() != except_owner;
-            if live && other_owner && row.updated < cutoff {
+            let beat = graph
+                .heartbeats
+                .get(row.id.as_str())
+                .map_or(row.updated, |b| (*b).max(row.updated));
+            if live && other_owner && beat < cutoff {
                 row.status = RunStatus::Failed;
                 row.end_time = Some(now);
                 row.duration_ms = (now - row.start_time).num_milliseconds();
@@ -272,10 +287,7 @@ mod tests {
     #[tokio::test]
     async fn orphan_tasks_fail_the_whole_batch() {
         let store = MemoryStore::new();
-        let batch = WriteBatch {
-            executions: vec![],
-            tasks: vec![task_row("nope", "t", false)],
-        };
+        let batch = WriteBatch::new(vec![], vec![task_row("nope", "t", false)]);
         let err = store.write(&batch).await.expect_err("orphan");
         assert!(matches!(err, StoreError::Orphaned { missing: 1, .. }));
         assert_eq!(store.task_count(), 0);
@@ -284,16 +296,10 @@ mod tests {
     #[tokio::test]
     async fn a_success_re_sent_over_a_failure_removes_the_failed_edge() {
         let store = MemoryStore::new();
-        let first = WriteBatch {
-            executions: vec![exec_row("e")],
-            tasks: vec![task_row("e", "t", true)],
-        };
+        let first = WriteBatch::new(vec![exec_row("e")], vec![task_row("e", "t", true)]);
         store.write(&first).await.expect("write");
         assert!(store.has_failed_edge("e-t"));
-        let second = WriteBatch {
-            executions: vec![],
-            tasks: vec![task_row("e", "t", false)],
-        };
+        let second = WriteBatch::new(vec![], vec![task_row("e", "t", false)]);
         store.write(&second).await.expect("write");
         assert!(!store.has_failed_edge("e-t"));
         assert_eq!(store.task_count(), 1);
@@ -303,10 +309,7 @@ mod tests {
     async fn injected_faults_fail_writes_until_healed() {
         let store = MemoryStore::new();
         store.fail_with(|_| Some(StoreError::Timeout(std::time::Duration::from_millis(1))));
-        let batch = WriteBatch {
-            executions: vec![exec_row("e")],
-            tasks: vec![],
-        };
+        let batch = WriteBatch::new(vec![exec_row("e")], vec![]);
         assert!(store.write(&batch).await.is_err());
         assert!(store.execution("e").is_none());
         store.heal();

@@ -109,6 +109,13 @@ SET exec.status = 'failed',
     exec.updated = datetime($now)
 RETURN exec.id AS id";
 
+/// Refreshes the heartbeat of live runs (their state did not change, so no row was written).
+const HEARTBEAT: &str = "\
+UNWIND $ids AS id
+MATCH (exec:Node {id: id})
+WHERE exec.type = 'orchestration_execution' AND exec.endTime IS NULL
+SET exec.runtallyHeartbeat = datetime($at)";
+
 const CREATE_CONSTRAINT: &str =
     "CREATE CONSTRAINT node_id_unique IF NOT EXISTS FOR (n:Node) REQUIRE n.id IS UNIQUE";
 const CREATE_TYPE_INDEX: &str = "CREATE INDEX node_type IF NOT EXISTS FOR (n:Node) ON (n.type)";
@@ -327,6 +334,16 @@ async fn write_rows(txn: &mut Txn, batch: &WriteBatch) -> Result<(), StoreError>
             });
         }
     }
+    if let Some(heartbeat) = &batch.heartbeat {
+        let ids: BoltType = heartbeat.runs.iter().map(|id| id.as_str()).collect();
+        txn.run(
+            query(HEARTBEAT)
+                .param("ids", ids)
+                .param("at", iso_millis(&heartbeat.at)),
+        )
+        .await
+        .map_err(|e| StoreError::from_driver("heartbeat", e))?;
+    }
     Ok(())
 }
 
@@ -532,10 +549,30 @@ impl<'a> Props<'a> {
                     .map_err(|_| decode_error(&self.id, key, "a valid datetime", v))?;
                 Ok(Some(t.with_timezone(&Utc)))
             }
+            // A bare `datetime()` on some servers (ArcadeDB) yields a zone-id value, so nodes
+            // the seed wrote there carry these; only UTC zones can be read without a tz
+            // database.
+            Some(v @ BoltType::DateTimeZoneId(_)) => {
+                let (local, zone): (chrono::NaiveDateTime, String) = v
+                    .clone()
+                    .try_into()
+                    .map_err(|_| decode_error(&self.id, key, "a valid datetime", v))?;
+                if UTC_ZONES.contains(&zone.as_str()) {
+                    Ok(Some(local.and_utc()))
+                } else {
+                    Err(StoreError::Decode {
+                        node: self.id.clone(),
+                        property: key,
+                        problem: format!("datetime in zone {zone:?}; only UTC zones are read"),
+                    })
+                }
+            }
             Some(other) => Err(decode_error(&self.id, key, "a datetime", other)),
         }
     }
 }
+
+const UTC_ZONES: [&str; 6] = ["UTC", "Etc/UTC", "Z", "GMT", "Etc/GMT", "Etc/Universal"];
 
 fn decode_error(node: &str, property: &'static str, want: &str, got: &BoltType) -> StoreError {
     StoreError::Decode {

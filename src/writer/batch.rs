@@ -21,7 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use indexmap::IndexMap;
 
 use crate::model::ExecutionId;
-use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+use crate::rows::{ExecutionRow, Heartbeat, TaskRow, WriteBatch};
 
 /// A chunk ready to be written, tagged with the seal that produced it.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +49,7 @@ pub(crate) struct PendingWrites {
     /// reaches zero and its final execution row is durable.
     outstanding: HashMap<ExecutionId, usize>,
     queued_task_rows: usize,
+    heartbeat: Option<Heartbeat>,
 }
 
 impl PendingWrites {
@@ -56,12 +57,12 @@ impl PendingWrites {
     /// ones.
     pub(crate) fn push(
         &mut self,
-        execution: Option<ExecutionRow>,
+        executions: impl IntoIterator<Item = ExecutionRow>,
         tasks: Vec<TaskRow>,
         urgent: bool,
     ) -> Pushed {
         let mut pushed = Pushed::default();
-        if let Some(row) = execution {
+        for row in executions {
             coalesce_execution(&mut self.open_executions, row);
         }
         for row in tasks {
@@ -102,7 +103,12 @@ impl PendingWrites {
 
     /// Whether the open set has anything to seal.
     pub(crate) fn has_open(&self) -> bool {
-        !self.open_tasks.is_empty() || !self.open_executions.is_empty()
+        !self.open_tasks.is_empty() || !self.open_executions.is_empty() || self.heartbeat.is_some()
+    }
+
+    /// Asks the next seal to refresh these runs' heartbeat (replacing an unsealed one).
+    pub(crate) fn set_heartbeat(&mut self, heartbeat: Heartbeat) {
+        self.heartbeat = Some(heartbeat);
     }
 
     /// Whether an urgent row arrived since the last hoist or seal.
@@ -134,23 +140,23 @@ impl PendingWrites {
             .into_values()
             .collect();
         let tasks = std::mem::take(&mut self.open_tasks);
+        let mut heartbeat = self.heartbeat.take();
         self.queued_task_rows += tasks.len();
         let mut current = Vec::with_capacity(max.min(tasks.len()));
         for (_, row) in tasks {
             current.push(row);
             if current.len() == max {
-                let batch = WriteBatch {
-                    executions: std::mem::take(&mut executions),
-                    tasks: std::mem::replace(&mut current, Vec::with_capacity(max)),
-                };
+                let mut batch = WriteBatch::new(
+                    std::mem::take(&mut executions),
+                    std::mem::replace(&mut current, Vec::with_capacity(max)),
+                );
+                batch.heartbeat = heartbeat.take();
                 self.queue.push_back(Chunk { seal, batch });
             }
         }
-        if !current.is_empty() || !executions.is_empty() {
-            let batch = WriteBatch {
-                executions,
-                tasks: current,
-            };
+        if !current.is_empty() || !executions.is_empty() || heartbeat.is_some() {
+            let mut batch = WriteBatch::new(executions, current);
+            batch.heartbeat = heartbeat.take();
             self.queue.push_back(Chunk { seal, batch });
         }
         self.urgent = false;
@@ -185,10 +191,7 @@ impl PendingWrites {
                 self.next_seal
             }
         };
-        let batch = WriteBatch {
-            executions: rows.into_values().collect(),
-            tasks: Vec::new(),
-        };
+        let batch = WriteBatch::new(rows.into_values().collect(), Vec::new());
         self.queue.push_front(Chunk { seal, batch });
         Some(seal)
     }
@@ -226,8 +229,10 @@ impl PendingWrites {
         self.outstanding.contains_key(id)
     }
 
-    /// Takes everything not yet handed to the store (for a spill at shutdown), chunk order kept.
+    /// Takes every row not yet handed to the store (for a spill at shutdown), chunk order kept.
+    /// A pending heartbeat is dropped: it means nothing once the process is gone.
     pub(crate) fn drain_all(&mut self) -> Vec<WriteBatch> {
+        self.heartbeat = None;
         self.seal(usize::MAX);
         let out = self.queue.drain(..).map(|c| c.batch).collect();
         self.queued_task_rows = 0;
@@ -237,7 +242,7 @@ impl PendingWrites {
 
 /// Splits a batch the database refused into two smaller ones, each keeping the execution rows
 /// of its tasks' runs (written twice is harmless: rows are absolute). Gives the batch back when
-/// it cannot be split: one execution row with its own task, or a single row.
+/// it is a single row.
 pub(crate) fn split(mut batch: WriteBatch) -> Result<(WriteBatch, WriteBatch), WriteBatch> {
     if batch.tasks.len() >= 2 {
         let right_tasks = batch.tasks.split_off(batch.tasks.len() / 2);
@@ -247,10 +252,7 @@ pub(crate) fn split(mut batch: WriteBatch) -> Result<(WriteBatch, WriteBatch), W
             .filter(|e| right_tasks.iter().any(|t| t.execution_id == e.id))
             .cloned()
             .collect();
-        let right = WriteBatch {
-            executions: right_executions,
-            tasks: right_tasks,
-        };
+        let right = WriteBatch::new(right_executions, right_tasks);
         return Ok((batch, right));
     }
     if batch.executions.len() >= 2 {
@@ -259,28 +261,19 @@ pub(crate) fn split(mut batch: WriteBatch) -> Result<(WriteBatch, WriteBatch), W
             .tasks
             .into_iter()
             .partition(|t| right_executions.iter().any(|e| e.id == t.execution_id));
-        let left = WriteBatch {
-            executions: batch.executions,
-            tasks: left_tasks,
-        };
-        let right = WriteBatch {
-            executions: right_executions,
-            tasks: right_tasks,
-        };
+        let mut left = WriteBatch::new(batch.executions, left_tasks);
+        left.heartbeat = batch.heartbeat;
+        let right = WriteBatch::new(right_executions, right_tasks);
         return Ok((left, right));
     }
-    if let ([execution], [task]) = (&batch.executions[..], &batch.tasks[..]) {
-        if execution.id != task.execution_id {
-            let left = WriteBatch {
-                executions: batch.executions,
-                tasks: Vec::new(),
-            };
-            let right = WriteBatch {
-                executions: Vec::new(),
-                tasks: batch.tasks,
-            };
-            return Ok((left, right));
-        }
+    // One execution and one task: the execution alone first, so that a refused task does not
+    // take its (perfectly good) run down with it. Alone, the task then fails with its own
+    // error, or as orphaned if its execution was the refused row.
+    if batch.executions.len() == 1 && batch.tasks.len() == 1 {
+        let mut left = WriteBatch::new(batch.executions, Vec::new());
+        left.heartbeat = batch.heartbeat;
+        let right = WriteBatch::new(Vec::new(), batch.tasks);
+        return Ok((left, right));
     }
     Err(batch)
 }
@@ -341,7 +334,7 @@ mod tests {
     fn a_thousand_tasks_of_one_run_cost_one_execution_row() {
         let mut p = PendingWrites::default();
         for i in 0..1000 {
-            p.push(Some(exec(1, i)), vec![task(1, (i % 250) as u8, i)], false);
+            p.push([exec(1, i)], vec![task(1, (i % 250) as u8, i)], false);
         }
         p.seal(10_000);
         let chunks = drain(&mut p);
@@ -355,7 +348,7 @@ mod tests {
     fn sealing_chunks_by_size_and_puts_executions_in_the_first_chunk() {
         let mut p = PendingWrites::default();
         for i in 0..7 {
-            p.push(Some(exec(i % 2, 0)), vec![task(i % 2, i, 0)], false);
+            p.push([exec(i % 2, 0)], vec![task(i % 2, i, 0)], false);
         }
         assert_eq!(p.seal(3), Some(1));
         let chunks = drain(&mut p);
@@ -373,9 +366,9 @@ mod tests {
     #[test]
     fn hoisting_puts_the_newest_execution_rows_first_and_strips_older_copies() {
         let mut p = PendingWrites::default();
-        p.push(Some(exec(1, 1)), vec![task(1, 1, 1)], false);
+        p.push([exec(1, 1)], vec![task(1, 1, 1)], false);
         p.seal(100);
-        p.push(Some(exec(1, 2)), vec![task(1, 2, 2)], true);
+        p.push([exec(1, 2)], vec![task(1, 2, 2)], true);
         assert!(p.is_urgent());
         let seal = p.hoist().expect("hoisted");
         assert!(!p.is_urgent());
@@ -395,19 +388,39 @@ mod tests {
         let mut p = PendingWrites::default();
         let mut first = exec(1, 0);
         first.link_plan = true;
-        p.push(Some(first), vec![], false);
-        p.push(Some(exec(1, 1)), vec![], false);
+        p.push([first], vec![], false);
+        p.push([exec(1, 1)], vec![], false);
         p.seal(10);
         let chunk = p.next_chunk().expect("chunk");
         assert!(chunk.batch.executions[0].link_plan);
     }
 
     #[test]
+    fn a_heartbeat_rides_in_the_first_chunk_of_the_next_seal_and_is_never_spilled() {
+        let mut p = PendingWrites::default();
+        let heartbeat = Heartbeat {
+            at: Utc::now(),
+            runs: vec![ExecutionId::new("run-1").expect("id")],
+        };
+        p.set_heartbeat(heartbeat.clone());
+        assert!(p.has_open());
+        p.seal(10);
+        let chunk = p.next_chunk().expect("heartbeat-only chunk");
+        assert_eq!(chunk.batch.heartbeat, Some(heartbeat.clone()));
+        assert_eq!(chunk.batch.len(), 0);
+        p.set_heartbeat(heartbeat);
+        p.push([exec(1, 0)], vec![task(1, 1, 0)], false);
+        let spilled = p.drain_all();
+        assert!(spilled.iter().all(|b| b.heartbeat.is_none()));
+        assert_eq!(spilled.iter().map(WriteBatch::len).sum::<usize>(), 2);
+    }
+
+    #[test]
     fn outstanding_task_rows_are_tracked_per_run() {
         let mut p = PendingWrites::default();
         let run = ExecutionId::new("run-1").expect("id");
-        p.push(Some(exec(1, 0)), vec![task(1, 1, 0), task(1, 2, 0)], false);
-        p.push(None, vec![task(1, 1, 1)], false);
+        p.push([exec(1, 0)], vec![task(1, 1, 0), task(1, 2, 0)], false);
+        p.push([], vec![task(1, 1, 1)], false);
         assert!(p.has_outstanding(&run));
         p.seal(10);
         let chunk = p.next_chunk().expect("chunk");
@@ -417,10 +430,10 @@ mod tests {
 
     #[test]
     fn splitting_isolates_single_rows_and_keeps_executions_with_their_tasks() {
-        let batch = WriteBatch {
-            executions: vec![exec(1, 0), exec(2, 0)],
-            tasks: vec![task(1, 1, 0), task(2, 1, 0), task(2, 2, 0)],
-        };
+        let batch = WriteBatch::new(
+            vec![exec(1, 0), exec(2, 0)],
+            vec![task(1, 1, 0), task(2, 1, 0), task(2, 2, 0)],
+        );
         let (left, right) = split(batch).expect("splits");
         assert_eq!(left.tasks.len(), 1);
         assert_eq!(right.tasks.len(), 2);
@@ -428,25 +441,18 @@ mod tests {
             .tasks
             .iter()
             .all(|t| right.executions.iter().any(|e| e.id == t.execution_id)));
-        // One execution with its own task cannot be split further.
-        let pair = WriteBatch {
-            executions: vec![exec(1, 0)],
-            tasks: vec![task(1, 1, 0)],
-        };
-        assert!(split(pair).is_err());
-        // One execution with another run's task can.
-        let unrelated = WriteBatch {
-            executions: vec![exec(1, 0)],
-            tasks: vec![task(2, 1, 0)],
-        };
-        let (l, r) = split(unrelated).expect("splits");
+        // One execution with a task splits into the two rows, execution first.
+        let pair = WriteBatch::new(vec![exec(1, 0)], vec![task(1, 1, 0)]);
+        let (l, r) = split(pair).expect("splits");
         assert_eq!((l.executions.len(), l.tasks.len()), (1, 0));
         assert_eq!((r.executions.len(), r.tasks.len()), (0, 1));
+        // A single row cannot be split.
+        assert!(split(WriteBatch::new(vec![], vec![task(2, 1, 0)])).is_err());
+        assert!(split(WriteBatch::new(vec![exec(2, 0)], vec![])).is_err());
     }
 
     proptest! {
-        /// Splitting down to unsplittable pieces loses no row and leaves every task with its
-        /// run's execution row wherever the batch had one.
+        /// Splitting down to unsplittable pieces loses no row and ends at single rows.
         #[test]
         fn splitting_to_the_bottom_keeps_every_row(runs in proptest::collection::vec((0u8..5, 0u8..4), 1..40)) {
             let mut executions: IndexMap<ExecutionId, ExecutionRow> = IndexMap::new();
@@ -457,7 +463,7 @@ mod tests {
                 let row = task(run, t, 0);
                 tasks.insert(row.id.clone(), row);
             }
-            let batch = WriteBatch { executions: executions.into_values().collect(), tasks: tasks.into_values().collect() };
+            let batch = WriteBatch::new(executions.into_values().collect(), tasks.into_values().collect());
             let all_tasks: HashSet<String> = batch.tasks.iter().map(|t| t.id.clone()).collect();
             let all_execs: HashSet<String> = batch.executions.iter().map(|e| e.id.to_string()).collect();
             let mut stack = vec![batch];
@@ -473,7 +479,7 @@ mod tests {
             prop_assert_eq!(leaf_tasks, all_tasks);
             prop_assert_eq!(leaf_execs, all_execs);
             for leaf in &leaves {
-                prop_assert!(leaf.len() <= 2, "leaf too big: {}", leaf.len());
+                prop_assert_eq!(leaf.len(), 1, "a leaf is a single row");
             }
         }
     }
@@ -537,7 +543,7 @@ mod tests {
                             }
                             None => vec![],
                         };
-                        p.push(Some(exec(run, version)), tasks, urgent);
+                        p.push([exec(run, version)], tasks, urgent);
                     }
                     Op::Seal(max) => { p.seal(max); }
                     Op::Hoist => { p.hoist(); }

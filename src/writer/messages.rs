@@ -16,7 +16,8 @@ use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Enqueue {
-    pub(crate) execution: Option<ExecutionRow>,
+    /// The run's latest state (one row), or several runs' rows when restoring a spill.
+    pub(crate) executions: Vec<ExecutionRow>,
     pub(crate) tasks: Vec<TaskRow>,
     /// Put the run's state ahead of the queue (it failed, recovered, or finished).
     pub(crate) urgent: bool,

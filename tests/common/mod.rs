@@ -6,7 +6,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -94,7 +94,7 @@ pub fn task_row(
 
 pub async fn write(store: &Neo4jStore, executions: Vec<ExecutionRow>, tasks: Vec<TaskRow>) {
     store
-        .write(&WriteBatch { executions, tasks })
+        .write(&WriteBatch::new(executions, tasks))
         .await
         .expect("write batch");
 }
@@ -264,4 +264,161 @@ pub fn result(
         TaskDefinition::new(id).with_title(format!("title of {task}")),
         r.with_tokens(tokens_in, tokens_out).with_tool_calls(calls),
     )
+}
+
+pub mod private_db;
+
+/// What an event stream implies for each run: totals over each task's latest result, the final
+/// status, and the duration in milliseconds (0 while running).
+#[derive(Default, Debug, PartialEq, Eq, Clone, Copy)]
+pub struct Implied {
+    pub ok: i64,
+    pub failed: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub calls: i64,
+    pub duration: i64,
+    pub total: i64,
+}
+
+pub fn implied(
+    events: &[runtally::events::Event],
+) -> std::collections::HashMap<String, (Implied, runtally::RunStatus)> {
+    use runtally::events::Event;
+    use runtally::{RunStatus, TaskStatus};
+    use std::collections::HashMap;
+    let mut latest: HashMap<String, HashMap<String, TaskResult>> = HashMap::new();
+    let mut out: HashMap<String, (Implied, RunStatus)> = HashMap::new();
+    let mut starts = HashMap::new();
+    for event in events {
+        match event {
+            Event::RunStarted {
+                execution_id,
+                start_time,
+                total_tasks,
+                ..
+            } => {
+                starts.insert(execution_id.to_string(), *start_time);
+                let implied = Implied {
+                    total: *total_tasks as i64,
+                    ..Implied::default()
+                };
+                out.insert(execution_id.to_string(), (implied, RunStatus::Running));
+                latest.insert(execution_id.to_string(), HashMap::new());
+            }
+            Event::TaskFinished {
+                execution_id,
+                result,
+                ..
+            } => {
+                latest
+                    .get_mut(execution_id.as_str())
+                    .expect("started")
+                    .insert(result.task_id.to_string(), result.clone());
+            }
+            Event::RunFinished {
+                execution_id,
+                end_time,
+                cancelled,
+            } => {
+                let entry = out.get_mut(execution_id.as_str()).expect("started");
+                entry.0.duration = (*end_time - starts[execution_id.as_str()]).num_milliseconds();
+                entry.1 = if *cancelled {
+                    RunStatus::Cancelled
+                } else {
+                    RunStatus::Completed
+                };
+            }
+            _ => {}
+        }
+    }
+    for (exec, tasks) in latest {
+        let (t, status) = out.get_mut(&exec).expect("run");
+        for r in tasks.values() {
+            if r.status == TaskStatus::Failure {
+                t.failed += 1
+            } else {
+                t.ok += 1
+            }
+            t.tokens_in += r.tokens.input as i64;
+            t.tokens_out += r.tokens.output as i64;
+            t.calls += r.tool_calls as i64;
+        }
+        if t.failed > 0 && *status != RunStatus::Cancelled {
+            *status = RunStatus::Failed;
+        }
+    }
+    out
+}
+
+/// Checks every run of `want` in the database: counters, status, duration, one task node per
+/// task, one FAILED_TASK edge per failed task.
+pub async fn assert_implied(
+    store: &runtally::store::Neo4jStore,
+    graph: &neo4rs::Graph,
+    want: &std::collections::HashMap<String, (Implied, runtally::RunStatus)>,
+) {
+    for (exec, (implied, status)) in want {
+        let rec = store
+            .execution(&exec_id(exec))
+            .await
+            .expect("read")
+            .unwrap_or_else(|| panic!("{exec} stored"));
+        let got = Implied {
+            ok: rec.tasks_successful,
+            failed: rec.tasks_failed,
+            tokens_in: rec.tokens_input,
+            tokens_out: rec.tokens_output,
+            calls: rec.tool_calls,
+            duration: rec.duration,
+            total: rec.tasks_total,
+        };
+        assert_eq!(got, *implied, "{exec}");
+        assert_eq!(
+            rec.tokens_total,
+            implied.tokens_in + implied.tokens_out,
+            "{exec}"
+        );
+        assert_eq!(rec.status, *status, "{exec}");
+        let tasks = store.task_executions(&exec_id(exec)).await.expect("tasks");
+        assert_eq!(
+            tasks.len() as i64,
+            implied.ok + implied.failed,
+            "{exec}: one node per task"
+        );
+        let mut rows = graph
+            .execute(
+                neo4rs::query(
+                    "MATCH (e:Node {id: $id})-[r]->(t:Node) RETURN type(r) AS t, count(*) AS n",
+                )
+                .param("id", exec.as_str()),
+            )
+            .await
+            .expect("edges");
+        let mut counts = HashMap::new();
+        while let Some(row) = rows.next().await.expect("row") {
+            counts.insert(
+                row.get::<String>("t").expect("t"),
+                row.get::<i64>("n").expect("n"),
+            );
+        }
+        assert_eq!(
+            counts.get("HAS_TASK_EXECUTION").copied().unwrap_or(0),
+            implied.ok + implied.failed,
+            "{exec}"
+        );
+        assert_eq!(
+            counts.get("FAILED_TASK").copied().unwrap_or(0),
+            implied.failed,
+            "{exec}"
+        );
+    }
+}
+
+/// Logs to the test's output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }

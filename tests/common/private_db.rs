@@ -1,0 +1,121 @@
+//! A database of a test's own: a second local ArcadeDB on free ports with its own data, started
+//! through `scripts/db`, for tests that stop and restart the server or change its schema
+//! without disturbing the tests that share the main one.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct PrivateDb {
+    state: PathBuf,
+    bolt: u16,
+    http: u16,
+    password: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl PrivateDb {
+    /// Starts a fresh server; fails the test if it cannot.
+    pub fn start(tag: &str) -> Self {
+        let state = std::env::temp_dir().join(super::unique(&format!("runtally-db-{tag}")));
+        let mut db = Self {
+            state,
+            bolt: free_port(),
+            http: free_port(),
+            password: String::new(),
+        };
+        let out = db.script("start");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        db.password = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("export NEO4J_PASSWORD="))
+            .expect("scripts/db start prints the password")
+            .trim_matches('\'')
+            .to_owned();
+        db
+    }
+
+    fn script(&self, verb: &str) -> Output {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/db");
+        let out = Command::new(script)
+            .arg(verb)
+            .env_remove("NEO4J_URI")
+            .env_remove("NEO4J_USER")
+            .env_remove("NEO4J_PASSWORD")
+            .env_remove("NEO4J_DATABASE")
+            .env("RUNTALLY_STATE", &self.state)
+            .env("RUNTALLY_BOLT_PORT", self.bolt.to_string())
+            .env("RUNTALLY_HTTP_PORT", self.http.to_string())
+            .env("RUNTALLY_DB_HEAP", "512m")
+            .output()
+            .expect("run scripts/db");
+        assert!(
+            out.status.success(),
+            "scripts/db {verb} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Stops the server (its data stays).
+    pub fn stop(&self) {
+        self.script("stop");
+    }
+
+    /// Starts it again on the same ports and data.
+    pub fn restart(&self) {
+        self.script("start");
+    }
+
+    pub fn uri(&self) -> String {
+        format!("bolt://127.0.0.1:{}", self.bolt)
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// `NEO4J_*` settings for this server (for child processes).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("NEO4J_URI", self.uri()),
+            ("NEO4J_USER", "root".to_owned()),
+            ("NEO4J_PASSWORD", self.password.clone()),
+            ("NEO4J_DATABASE", "runtally".to_owned()),
+        ]
+    }
+
+    pub fn neo4j(&self) -> runtally::Neo4jConfigBuilder {
+        runtally::Neo4jConfig::builder(self.uri(), "root", self.password.as_str())
+            .with_database("runtally")
+    }
+
+    pub fn store(&self) -> runtally::store::Neo4jStore {
+        runtally::store::Neo4jStore::new(&self.neo4j().build().expect("config")).expect("store")
+    }
+
+    pub fn graph(&self) -> neo4rs::Graph {
+        let config = neo4rs::ConfigBuilder::default()
+            .uri(self.uri())
+            .user("root")
+            .password(self.password.as_str())
+            .db("runtally")
+            .max_connections(2)
+            .build()
+            .expect("driver config");
+        neo4rs::Graph::connect(config).expect("graph")
+    }
+}
+
+impl Drop for PrivateDb {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| self.script("stop"));
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
