@@ -22,7 +22,8 @@ use crate::model::{check_count, ExecutionId, PlanId, TaskDefinition, TaskResult}
 use crate::registry::Registry;
 use crate::rows::{TaskRow, WriteBatch};
 use crate::store::{GraphStore, Neo4jStore};
-use crate::writer::messages::{Connect, Enqueue, Flush, ReconcileStale, Shutdown};
+use crate::writer::inbox::{Delivery, Inbox};
+use crate::writer::messages::{Connect, Flush, ReconcileStale, Shutdown};
 use crate::writer::{DbWriterActor, WriterSettings};
 
 /// What the orchestrator knows when a workflow run starts.
@@ -146,7 +147,7 @@ impl RunHandle {
         task: TaskDefinition,
         result: TaskResult,
     ) -> Result<(), RecordError> {
-        let row = self.build_row(&task, result)?;
+        let row = self.build_row(task, result)?;
         let permit = Arc::clone(&self.shared.permits)
             .acquire_owned()
             .await
@@ -172,7 +173,7 @@ impl RunHandle {
         task: TaskDefinition,
         result: TaskResult,
     ) -> Result<(), RecordError> {
-        let row = self.build_row(&task, result)?;
+        let row = self.build_row(task, result)?;
         let permit = match Arc::clone(&self.shared.permits).try_acquire_owned() {
             Ok(permit) => permit,
             Err(tokio::sync::TryAcquireError::NoPermits) => return Err(self.full()),
@@ -258,7 +259,7 @@ impl RunHandle {
         }
     }
 
-    fn build_row(&self, task: &TaskDefinition, result: TaskResult) -> Result<TaskRow, RecordError> {
+    fn build_row(&self, task: TaskDefinition, result: TaskResult) -> Result<TaskRow, RecordError> {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(RecordError::ShuttingDown);
         }
@@ -286,17 +287,11 @@ impl RunHandle {
     }
 
     fn sending(&self) {
-        self.shared
-            .metrics
-            .run_mailbox
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.run_sent.fetch_add(1, Ordering::Relaxed);
     }
 
     fn not_sent(&self) {
-        self.shared
-            .metrics
-            .run_mailbox
-            .fetch_sub(1, Ordering::Relaxed);
+        self.shared.metrics.run_sent.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The run actor is gone: it stopped after finishing, or the aggregator stopped.
@@ -374,6 +369,7 @@ impl ActorRuntime {
 struct Inner {
     registry: Arc<Registry>,
     writer: Addr<DbWriterActor>,
+    inbox: Arc<Inbox>,
     runtime: ActorRuntime,
     next_worker: AtomicUsize,
     shared: Arc<Shared>,
@@ -457,6 +453,7 @@ impl Aggregator {
         let metrics = Arc::new(Metrics::default());
         let permits = Arc::new(Semaphore::new(config.max_pending_rows));
         let registry = Arc::new(Registry::new(Arc::clone(&metrics)));
+        let inbox = Arc::new(Inbox::default());
         let settings = WriterSettings {
             max_batch_rows: config.max_batch_rows,
             heartbeat_interval: config.heartbeat_interval,
@@ -466,15 +463,17 @@ impl Aggregator {
             on_rejected: config.on_rejected.clone(),
         };
         let writer = {
-            let (registry, permits, metrics) = (
+            let (registry, permits, metrics, inbox) = (
                 Arc::clone(&registry),
                 Arc::clone(&permits),
                 Arc::clone(&metrics),
+                Arc::clone(&inbox),
             );
             DbWriterActor::start_in_arbiter(&runtime.writer, move |_| {
-                DbWriterActor::new(store, settings, permits, registry, metrics)
+                DbWriterActor::new(store, settings, inbox, permits, registry, metrics)
             })
         };
+        inbox.connect(writer.clone().recipient());
         let owner: Arc<str> = match &config.instance_id {
             Some(id) => Arc::from(id.as_str()),
             None => Arc::from(default_instance_id()),
@@ -483,6 +482,7 @@ impl Aggregator {
             inner: Arc::new(Inner {
                 registry,
                 writer: writer.clone(),
+                inbox,
                 runtime,
                 next_worker: AtomicUsize::new(0),
                 shared: Arc::new(Shared {
@@ -539,13 +539,13 @@ impl Aggregator {
         let handle = inner.registry.insert_new(start.execution_id, || {
             let worker =
                 inner.next_worker.fetch_add(1, Ordering::Relaxed) % inner.runtime.workers.len();
-            let writer = inner.writer.clone().recipient::<Enqueue>();
+            let inbox = Arc::clone(&inner.inbox);
             let metrics = Arc::clone(&inner.shared.metrics);
             let mailbox = inner.run_mailbox;
             let actor_run = Arc::clone(&run);
             let addr =
                 ExecutionActor::start_in_arbiter(&inner.runtime.workers[worker], move |_| {
-                    ExecutionActor::new(actor_run, writer, metrics, mailbox)
+                    ExecutionActor::new(actor_run, inbox, metrics, mailbox)
                 });
             RunHandle {
                 run,
@@ -681,17 +681,8 @@ impl Aggregator {
                 // The writer frees these slots when the rows are written.
                 permits.forget();
             }
-            inner
-                .shared
-                .metrics
-                .writer_mailbox
-                .fetch_add(1, Ordering::Relaxed);
-            let message = Enqueue {
-                executions: std::mem::take(&mut executions),
-                tasks: piece,
-                urgent: false,
-            };
-            if inner.writer.send(message).await.is_err() {
+            let batch = WriteBatch::new(std::mem::take(&mut executions), piece);
+            if inner.inbox.push(Delivery::Restore(batch)).is_err() {
                 return Err(RecordError::ShuttingDown);
             }
             if tasks.is_empty() {
@@ -726,6 +717,7 @@ impl Aggregator {
     pub fn metrics(&self) -> MetricsSnapshot {
         let mut snapshot = self.inner.shared.metrics.snapshot();
         snapshot.live_runs = self.inner.registry.len() as u64;
+        snapshot.writer_actor.mailbox_depth = self.inner.inbox.len() as u64;
         snapshot
     }
 

@@ -230,7 +230,7 @@ mod tests {
         let tasks: Vec<TaskRow> = run
             .tasks
             .into_iter()
-            .map(|(t, r)| TaskRow::new(&run.execution_id, &run.plan_id, &t, r, now).expect("row"))
+            .map(|(t, r)| TaskRow::new(&run.execution_id, &run.plan_id, t, r, now).expect("row"))
             .collect();
         let batch = WriteBatch::new(vec![exec.clone()], tasks.clone());
         let mut out = Vec::new();

@@ -1,9 +1,8 @@
 //! The per-run actor: one [`ExecutionActor`] per live workflow run.
 //!
 //! It owns the run's counters, turns each accepted task result into a task row plus the run's
-//! latest absolute state, and hands both to the writer. It keeps at most one `Enqueue` in flight
-//! to the writer and gathers rows that arrive meanwhile into the next one, so under load a busy
-//! run sends one message per writer round trip instead of one per task.
+//! latest absolute state, and hands both to the writer's inbox before it replies, so a result
+//! the caller saw accepted is already on its way to the database.
 //!
 //! A status change (the first failure, or a re-sent success clearing the last one) and the final
 //! state are marked urgent: the writer puts them ahead of its queue.
@@ -14,13 +13,12 @@ use std::sync::{Arc, OnceLock};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::oneshot;
 
 use crate::error::{ModelError, RecordError};
 use crate::metrics::Metrics;
 use crate::model::{ExecutionId, PlanId, RunStatus};
 use crate::rows::{ExecutionRow, TaskRow};
-use crate::writer::messages::Enqueue;
+use crate::writer::inbox::{Delivery, Inbox};
 
 pub(crate) mod counters;
 pub(crate) mod messages;
@@ -70,18 +68,10 @@ pub(crate) struct RunShared {
 pub(crate) struct ExecutionActor {
     run: Arc<RunShared>,
     counters: RunCounters,
-    /// Accepted task rows not yet sent to the writer.
-    outbox: Vec<TaskRow>,
-    /// The run's state changed since the last `Enqueue`.
-    dirty: bool,
-    urgent: bool,
     /// The next execution row asks the store to link the plan (first and final writes).
     link_plan: bool,
-    in_flight: bool,
     ended: Option<(RunStatus, DateTime<Utc>)>,
-    finish_waiter: Option<oneshot::Sender<Result<RunSnapshot, RecordError>>>,
-    drain_waiters: Vec<oneshot::Sender<()>>,
-    writer: Recipient<Enqueue>,
+    inbox: Arc<Inbox>,
     metrics: Arc<Metrics>,
     mailbox_capacity: usize,
 }
@@ -89,22 +79,16 @@ pub(crate) struct ExecutionActor {
 impl ExecutionActor {
     pub(crate) fn new(
         run: Arc<RunShared>,
-        writer: Recipient<Enqueue>,
+        inbox: Arc<Inbox>,
         metrics: Arc<Metrics>,
         mailbox_capacity: usize,
     ) -> Self {
         Self {
             run,
             counters: RunCounters::default(),
-            outbox: Vec::new(),
-            dirty: true,
-            urgent: false,
             link_plan: true,
-            in_flight: false,
             ended: None,
-            finish_waiter: None,
-            drain_waiters: Vec::new(),
-            writer,
+            inbox,
             metrics,
             mailbox_capacity,
         }
@@ -127,18 +111,19 @@ impl ExecutionActor {
         }
     }
 
-    fn execution_row(&self) -> ExecutionRow {
-        let snapshot = self.snapshot();
-        let totals = snapshot.totals;
-        let duration_ms = snapshot
-            .end_time
-            .map_or(0, |end| (end - self.run.start_time).num_milliseconds());
+    fn execution_row(&mut self) -> ExecutionRow {
+        let (status, end_time) = match self.ended {
+            Some((status, end)) => (status, Some(end)),
+            None => (self.counters.live_status(), None),
+        };
+        let totals = self.counters.totals();
+        let duration_ms = end_time.map_or(0, |end| (end - self.run.start_time).num_milliseconds());
         ExecutionRow {
             id: self.run.id.clone(),
             plan_id: self.run.plan_id.clone(),
-            status: snapshot.status,
+            status,
             start_time: self.run.start_time,
-            end_time: snapshot.end_time,
+            end_time,
             duration_ms,
             tasks_total: self.run.tasks_total,
             tasks_successful: totals.tasks_successful,
@@ -149,63 +134,31 @@ impl ExecutionActor {
             tool_calls: totals.tool_calls,
             created: self.run.created,
             updated: Utc::now(),
-            link_plan: self.link_plan,
+            link_plan: std::mem::take(&mut self.link_plan),
             owner: self.run.owner.clone(),
         }
     }
 
-    /// Sends pending state to the writer unless an `Enqueue` is already in flight; rows that
-    /// arrive meanwhile go with the next one.
-    fn send_if_idle(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight || (!self.dirty && self.outbox.is_empty()) {
-            return;
-        }
-        let message = Enqueue {
-            executions: vec![self.execution_row()],
-            tasks: std::mem::take(&mut self.outbox),
-            urgent: std::mem::take(&mut self.urgent),
+    /// Hands the run's latest state (and the task row that changed it) to the writer.
+    fn deliver(&mut self, task: Option<TaskRow>, urgent: bool) {
+        let delivery = Delivery::Run {
+            execution: self.execution_row(),
+            task,
+            urgent,
         };
-        let rows = message.tasks.len() + 1;
-        self.dirty = false;
-        self.link_plan = false;
-        self.in_flight = true;
-        self.metrics.writer_mailbox.fetch_add(1, Ordering::Relaxed);
-        // `send`, not `do_send`: it honours the writer's mailbox bound.
-        let request = self.writer.send(message);
-        ctx.spawn(request.into_actor(self).map(move |outcome, act, ctx| {
-            act.in_flight = false;
-            if outcome.is_err() {
-                // Only after shutdown has stopped the writer; counted, never silent.
-                act.metrics.writer_mailbox.fetch_sub(1, Ordering::Relaxed);
-                act.metrics
-                    .rows_dropped
-                    .fetch_add(rows as u64, Ordering::Relaxed);
-                tracing::error!(execution_id = %act.run.id, rows, "writer gone; rows not written");
-            }
-            act.send_if_idle(ctx);
-            act.settle_if_idle(ctx);
-        }));
-    }
-
-    /// With nothing left to send: answers drains, and after the final state stops the actor.
-    fn settle_if_idle(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight || self.dirty || !self.outbox.is_empty() {
-            return;
-        }
-        for waiter in self.drain_waiters.drain(..) {
-            let _ = waiter.send(());
-        }
-        if self.ended.is_some() {
-            if let Some(waiter) = self.finish_waiter.take() {
-                let _ = waiter.send(Ok(self.snapshot()));
-            }
-            ctx.stop();
+        if let Err(lost) = self.inbox.push(delivery) {
+            // Only after shutdown stopped the writer; counted, never silent.
+            let rows = match lost {
+                Delivery::Run { task, .. } => 1 + u64::from(task.is_some()),
+                Delivery::Restore(batch) => batch.len() as u64,
+            };
+            self.metrics.rows_dropped.fetch_add(rows, Ordering::Relaxed);
+            tracing::error!(execution_id = %self.run.id, rows, "writer gone; rows not written");
         }
     }
 
     fn handled(&self) {
-        self.metrics.run_messages.fetch_add(1, Ordering::Relaxed);
-        self.metrics.run_mailbox.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.run_handled.fetch_add(1, Ordering::Relaxed);
     }
 
     fn reject<T>(&self, error: RecordError) -> Result<T, RecordError> {
@@ -222,14 +175,14 @@ impl Actor for ExecutionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
         // The run's first write: `running`, zero counters, plan link.
-        self.send_if_idle(ctx);
+        self.deliver(None, false);
     }
 }
 
 impl Handler<RecordTask> for ExecutionActor {
     type Result = Result<(), RecordError>;
 
-    fn handle(&mut self, msg: RecordTask, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RecordTask, _: &mut Context<Self>) -> Self::Result {
         self.handled();
         if self.ended.is_some() {
             return self.reject(RecordError::RunFinished(self.run.id.clone()));
@@ -255,49 +208,39 @@ impl Handler<RecordTask> for ExecutionActor {
             .fetch_add(contribution.tokens_output as u64, Ordering::Relaxed);
         m.tool_calls
             .fetch_add(contribution.tool_calls as u64, Ordering::Relaxed);
-        if recorded.status_before != recorded.status_after {
-            self.urgent = true;
-        }
         // From here the writer accounts for the row's slot.
         permit.forget();
-        self.outbox.push(row);
-        self.dirty = true;
-        self.send_if_idle(ctx);
+        self.deliver(Some(row), recorded.status_before != recorded.status_after);
         Ok(())
     }
 }
 
 impl Handler<FinishRun> for ExecutionActor {
-    type Result = ResponseFuture<Result<RunSnapshot, RecordError>>;
+    type Result = Result<RunSnapshot, RecordError>;
 
     fn handle(&mut self, msg: FinishRun, ctx: &mut Context<Self>) -> Self::Result {
         self.handled();
         if self.ended.is_some() {
-            let error = self.reject(RecordError::RunFinished(self.run.id.clone()));
-            return Box::pin(async move { error });
+            return self.reject(RecordError::RunFinished(self.run.id.clone()));
         }
         if msg.end < self.run.start_time {
-            let error = self.reject(RecordError::Invalid(ModelError::EndBeforeStart {
+            return self.reject(RecordError::Invalid(ModelError::EndBeforeStart {
                 start: self.run.start_time,
                 end: msg.end,
             }));
-            return Box::pin(async move { error });
         }
         let status = self.counters.final_status(msg.cancelled);
         self.ended = Some((status, msg.end));
-        self.dirty = true;
-        self.urgent = true;
         self.link_plan = true;
         let snapshot = self.snapshot();
-        let _ = self.run.final_snapshot.set(snapshot);
+        let _ = self.run.final_snapshot.set(snapshot.clone());
         self.run.ended.store(true, Ordering::Release);
         self.metrics.run_finished(status);
         tracing::debug!(execution_id = %self.run.id, status = %status, "run finished");
-        let (tx, rx) = oneshot::channel();
-        self.finish_waiter = Some(tx);
-        self.send_if_idle(ctx);
-        self.settle_if_idle(ctx);
-        Box::pin(async move { rx.await.unwrap_or(Err(RecordError::ShuttingDown)) })
+        // The final state goes ahead of the queue: clients poll for it.
+        self.deliver(None, true);
+        ctx.stop();
+        Ok(snapshot)
     }
 }
 
@@ -311,16 +254,11 @@ impl Handler<GetSnapshot> for ExecutionActor {
 }
 
 impl Handler<Drain> for ExecutionActor {
-    type Result = ResponseFuture<()>;
+    type Result = ();
 
-    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
+    /// Rows go to the writer's inbox as each message is handled, so reaching this message
+    /// (after every earlier one, mailboxes being FIFO) is all a drain needs.
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
         self.handled();
-        let (tx, rx) = oneshot::channel();
-        self.drain_waiters.push(tx);
-        self.send_if_idle(ctx);
-        self.settle_if_idle(ctx);
-        Box::pin(async move {
-            let _ = rx.await;
-        })
     }
 }

@@ -53,14 +53,27 @@ impl FlushReason {
     }
 }
 
+/// Padding between groups of counters written by different threads, so that a caller's
+/// increment does not bounce the cache line a run actor or the writer is writing.
+#[derive(Debug, Default)]
+struct CacheLine([u64; 16]);
+
 /// Live counters, shared by every actor of one aggregator.
+///
+/// `repr(C)` keeps the field order, so the padding really separates the groups: fields written
+/// by the host's threads, by the run actors, and by the writer.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Metrics {
+    // Written by the host's threads (handles, begin_run).
     pub(crate) runs_started: AtomicU64,
-    runs_finished: [AtomicU64; 3],
+    pub(crate) run_sent: AtomicU64,
+    pub(crate) full_rejections: AtomicU64,
     pub(crate) live_runs: AtomicI64,
-    pub(crate) run_messages: AtomicU64,
-    pub(crate) run_mailbox: AtomicI64,
+    _callers: CacheLine,
+    // Written by the run actors.
+    pub(crate) run_handled: AtomicU64,
+    runs_finished: [AtomicU64; 3],
     pub(crate) tasks_succeeded: AtomicU64,
     pub(crate) tasks_failed: AtomicU64,
     pub(crate) tasks_replaced: AtomicU64,
@@ -68,9 +81,9 @@ pub(crate) struct Metrics {
     pub(crate) tokens_output: AtomicU64,
     pub(crate) tool_calls: AtomicU64,
     pub(crate) rejected_messages: AtomicU64,
-    pub(crate) full_rejections: AtomicU64,
+    _runs: CacheLine,
+    // Written by the writer.
     pub(crate) writer_messages: AtomicU64,
-    pub(crate) writer_mailbox: AtomicI64,
     pub(crate) pending_rows: AtomicI64,
     pub(crate) batches_written: AtomicU64,
     pub(crate) execution_rows_written: AtomicU64,
@@ -89,10 +102,12 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             runs_started: AtomicU64::new(0),
-            runs_finished: Default::default(),
+            run_sent: AtomicU64::new(0),
+            full_rejections: AtomicU64::new(0),
             live_runs: AtomicI64::new(0),
-            run_messages: AtomicU64::new(0),
-            run_mailbox: AtomicI64::new(0),
+            _callers: CacheLine::default(),
+            run_handled: AtomicU64::new(0),
+            runs_finished: Default::default(),
             tasks_succeeded: AtomicU64::new(0),
             tasks_failed: AtomicU64::new(0),
             tasks_replaced: AtomicU64::new(0),
@@ -100,9 +115,8 @@ impl Default for Metrics {
             tokens_output: AtomicU64::new(0),
             tool_calls: AtomicU64::new(0),
             rejected_messages: AtomicU64::new(0),
-            full_rejections: AtomicU64::new(0),
+            _runs: CacheLine::default(),
             writer_messages: AtomicU64::new(0),
-            writer_mailbox: AtomicI64::new(0),
             pending_rows: AtomicI64::new(0),
             batches_written: AtomicU64::new(0),
             execution_rows_written: AtomicU64::new(0),
@@ -170,13 +184,17 @@ impl Metrics {
             runs_failed: self.runs_finished[1].load(Relaxed),
             runs_cancelled: self.runs_finished[2].load(Relaxed),
             live_runs: self.live_runs.load(Relaxed).max(0) as u64,
-            run_actor: ActorMetrics {
-                messages: self.run_messages.load(Relaxed),
-                mailbox_depth: self.run_mailbox.load(Relaxed).max(0) as u64,
+            run_actor: {
+                let handled = self.run_handled.load(Relaxed);
+                ActorMetrics {
+                    messages: handled,
+                    mailbox_depth: self.run_sent.load(Relaxed).saturating_sub(handled),
+                }
             },
+            // The writer's queue depth is its inbox, filled in by the aggregator.
             writer_actor: ActorMetrics {
                 messages: self.writer_messages.load(Relaxed),
-                mailbox_depth: self.writer_mailbox.load(Relaxed).max(0) as u64,
+                mailbox_depth: 0,
             },
             tasks_succeeded: self.tasks_succeeded.load(Relaxed),
             tasks_failed: self.tasks_failed.load(Relaxed),
@@ -208,7 +226,8 @@ impl Metrics {
     }
 }
 
-/// Messages handled by one kind of actor, and how many wait in mailboxes.
+/// Messages handled by one kind of actor, and how much waits for it: messages in the run
+/// actors' mailboxes; deliveries in the writer's inbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ActorMetrics {
     /// Messages handled so far.

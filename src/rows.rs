@@ -167,13 +167,13 @@ impl TaskRow {
     pub fn new(
         execution_id: &ExecutionId,
         plan_id: &PlanId,
-        task: &TaskDefinition,
+        task: TaskDefinition,
         result: TaskResult,
         timestamp: DateTime<Utc>,
     ) -> Result<Self, ModelError> {
         if task.id != result.task_id {
             return Err(ModelError::TaskIdMismatch {
-                definition: task.id.clone(),
+                definition: task.id,
                 result: result.task_id,
             });
         }
@@ -205,8 +205,8 @@ impl TaskRow {
             id: task_execution_id(execution_id, &result.task_id),
             execution_id: execution_id.clone(),
             plan_id: plan_id.clone(),
-            task_title: match task.title.as_deref() {
-                Some(title) if !title.is_empty() => title.to_owned(),
+            task_title: match task.title {
+                Some(title) if !title.is_empty() => title,
                 _ => result.task_id.as_str().to_owned(),
             },
             task_id: result.task_id,
@@ -214,8 +214,8 @@ impl TaskRow {
             output: result.output,
             error: non_empty(result.error),
             duration: check_count("duration", result.duration)?,
-            agent_role_description: task.agent_role_description.clone().unwrap_or_default(),
-            qc_role_description: non_empty(task.qc_role.clone()),
+            agent_role_description: task.agent_role_description.unwrap_or_default(),
+            qc_role_description: non_empty(task.qc_role),
             prompt: non_empty(result.prompt),
             tokens_input,
             tokens_output,
@@ -314,7 +314,7 @@ mod tests {
         result.error = Some(String::new());
         result.prompt = Some(String::new());
         result.attempt_number = Some(0);
-        let row = TaskRow::new(&exec, &plan, &def, result, Utc::now()).expect("row");
+        let row = TaskRow::new(&exec, &plan, def.clone(), result, Utc::now()).expect("row");
         assert_eq!(row.id, "exec-1-task-1");
         assert_eq!(row.task_title, "task-1");
         assert_eq!(row.output, "");
@@ -344,7 +344,7 @@ mod tests {
             .with_tokens(800, 100)
             .with_tool_calls(2)
             .with_attempt(3);
-        let row = TaskRow::new(&exec, &plan, &def, result, Utc::now()).expect("row");
+        let row = TaskRow::new(&exec, &plan, def.clone(), result, Utc::now()).expect("row");
         assert_eq!(
             row.qc_issues.as_deref(),
             Some("Incomplete data\nMissing validation")
@@ -366,7 +366,7 @@ mod tests {
         let err = TaskRow::new(
             &exec,
             &plan,
-            &TaskDefinition::new(t("a")),
+            TaskDefinition::new(t("a")),
             TaskResult::success(t("b")),
             Utc::now(),
         )
@@ -383,7 +383,7 @@ mod tests {
         let def = TaskDefinition::new(t("a"));
         let too_big = TaskResult::success(t("a")).with_tool_calls(MAX_COUNT + 1);
         assert!(matches!(
-            TaskRow::new(&exec, &plan, &def, too_big, Utc::now()),
+            TaskRow::new(&exec, &plan, def.clone(), too_big, Utc::now()),
             Err(ModelError::CountOutOfRange {
                 field: "toolCalls",
                 ..
@@ -391,7 +391,7 @@ mod tests {
         ));
         let sum_too_big = TaskResult::success(t("a")).with_tokens(MAX_COUNT, 1);
         assert!(matches!(
-            TaskRow::new(&exec, &plan, &def, sum_too_big, Utc::now()),
+            TaskRow::new(&exec, &plan, def.clone(), sum_too_big, Utc::now()),
             Err(ModelError::CountOutOfRange {
                 field: "tokensTotal",
                 ..

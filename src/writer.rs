@@ -30,11 +30,13 @@ use crate::rows::{ExecutionRow, Heartbeat, TaskRow, WriteBatch};
 use crate::store::GraphStore;
 
 pub(crate) mod batch;
+pub(crate) mod inbox;
 pub(crate) mod messages;
 pub(crate) mod retry;
 
 use batch::{split, Chunk, PendingWrites};
-use messages::{Connect, Drained, Enqueue, Flush, ReconcileStale, Shutdown};
+use inbox::{Delivery, Inbox, Ring};
+use messages::{Connect, Drained, Flush, ReconcileStale, Shutdown};
 use retry::{decide, Decision, RetryPolicy};
 
 /// Rows the database refused permanently, with its error. Everything else in their batch was
@@ -82,6 +84,9 @@ struct FlushWaiter {
 pub(crate) struct DbWriterActor {
     store: Arc<dyn GraphStore>,
     settings: WriterSettings,
+    inbox: Arc<Inbox>,
+    /// The inbox's previous buffer, swapped back in empty so neither side reallocates.
+    spare: Vec<Delivery>,
     pending: PendingWrites,
     /// The seal of the chunk being written, if any.
     in_flight: Option<u64>,
@@ -105,6 +110,7 @@ impl DbWriterActor {
     pub(crate) fn new(
         store: Arc<dyn GraphStore>,
         settings: WriterSettings,
+        inbox: Arc<Inbox>,
         permits: Arc<Semaphore>,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
@@ -112,6 +118,8 @@ impl DbWriterActor {
         Self {
             store,
             settings,
+            inbox,
+            spare: Vec::new(),
             pending: PendingWrites::default(),
             in_flight: None,
             in_flight_rows: 0,
@@ -127,6 +135,35 @@ impl DbWriterActor {
             shutdown: None,
             unwritten: Vec::new(),
         }
+    }
+
+    /// Moves everything in the inbox into pending writes (where rows coalesce). Returns whether
+    /// anything urgent or a full batch arrived.
+    fn take_inbox(&mut self) -> bool {
+        self.inbox.take_into(&mut self.spare);
+        let mut urgent = false;
+        let mut replaced = 0;
+        for delivery in self.spare.drain(..) {
+            let pushed = match delivery {
+                Delivery::Run {
+                    execution,
+                    task,
+                    urgent: now,
+                } => {
+                    urgent |= now;
+                    self.pending.push([execution], task.into_iter().collect(), now)
+                }
+                Delivery::Restore(batch) => {
+                    self.pending.push(batch.executions, batch.tasks, false)
+                }
+            };
+            replaced += pushed.replaced;
+        }
+        if replaced > 0 {
+            // A replaced row will never be written: its slot is free now.
+            self.permits.add_permits(replaced);
+        }
+        urgent || self.pending.open_task_rows() >= self.settings.max_batch_rows
     }
 
     fn deadline_passed(&self) -> bool {
@@ -359,9 +396,12 @@ impl Actor for DbWriterActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Every run actor has at most one Enqueue in flight; the bound only caps bursts.
+        // Rows arrive through the inbox; messages are a doorbell and a few commands.
         ctx.set_mailbox_capacity(4096);
+        // Rows may have been pushed before the doorbell was connected.
+        self.take_inbox();
         ctx.run_interval(self.settings.flush_interval, |act, ctx| {
+            act.take_inbox();
             act.timer_due = act.pending.has_open();
             act.pump(ctx);
         });
@@ -379,18 +419,12 @@ impl Actor for DbWriterActor {
     }
 }
 
-impl Handler<Enqueue> for DbWriterActor {
+impl Handler<Ring> for DbWriterActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Ring, ctx: &mut Context<Self>) {
         self.metrics.writer_messages.fetch_add(1, Relaxed);
-        self.metrics.writer_mailbox.fetch_sub(1, Relaxed);
-        let pushed = self.pending.push(msg.executions, msg.tasks, msg.urgent);
-        if pushed.replaced > 0 {
-            // A replaced row will never be written: its slot is free now.
-            self.permits.add_permits(pushed.replaced);
-        }
-        if msg.urgent || self.pending.open_task_rows() >= self.settings.max_batch_rows {
+        if self.take_inbox() {
             self.pump(ctx);
         } else {
             self.update_pending_gauge();
@@ -403,6 +437,7 @@ impl Handler<Flush> for DbWriterActor {
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
         self.metrics.writer_messages.fetch_add(1, Relaxed);
+        self.take_inbox();
         let sealed = self.pending.seal(self.settings.max_batch_rows);
         if sealed.is_some() {
             self.metrics.flushed(FlushReason::Manual);
@@ -434,6 +469,9 @@ impl Handler<Shutdown> for DbWriterActor {
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         self.metrics.writer_messages.fetch_add(1, Relaxed);
+        // Nothing new is accepted from here; whatever was pushed before is taken now.
+        self.inbox.close();
+        self.take_inbox();
         let (tx, rx) = oneshot::channel();
         self.shutdown = Some(tx);
         // `send_replace`, not `send`: with no write in flight there is no receiver yet, and `send`

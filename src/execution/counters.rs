@@ -67,7 +67,9 @@ pub(crate) struct Recorded {
 /// The counters of one run.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RunCounters {
-    tasks: HashMap<TaskId, Contribution>,
+    // foldhash rather than SipHash: this map is touched for every result, and task ids come
+    // from the orchestrator, not from the open internet.
+    tasks: HashMap<TaskId, Contribution, foldhash::fast::RandomState>,
     totals: Totals,
 }
 

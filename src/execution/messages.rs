@@ -27,8 +27,8 @@ pub(crate) struct RecordTask {
 /// Sent by [`RunHandle::finish`](crate::RunHandle::finish) and
 /// [`RunHandle::cancel`](crate::RunHandle::cancel).
 ///
-/// Reply: the final snapshot, once the final state is queued at the writer; the actor then
-/// stops. [`RecordError::RunFinished`] if the run had already ended, [`RecordError::Invalid`] if
+/// Reply: the final snapshot; the final state is queued at the writer (ahead of the queue) and
+/// the actor stops. [`RecordError::RunFinished`] if the run had already ended, [`RecordError::Invalid`] if
 /// `end` is before the run's start.
 #[derive(Message)]
 #[rtype(result = "Result<RunSnapshot, RecordError>")]
@@ -43,8 +43,8 @@ pub(crate) struct FinishRun {
 #[rtype(result = "RunSnapshot")]
 pub(crate) struct GetSnapshot;
 
-/// Sent by `Aggregator::flush` and `shutdown` to every live run. Reply: `()` once every row this
-/// actor accepted before the message has reached the writer.
+/// Sent by `Aggregator::flush` and `shutdown` to every live run. Reply: `()` once every message
+/// sent to the actor before it is handled, so every row it accepted is at the writer.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Drain;

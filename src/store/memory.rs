@@ -277,7 +277,7 @@ mod tests {
         TaskRow::new(
             &ExecutionId::new(exec).expect("id"),
             &PlanId::new("p").expect("id"),
-            &TaskDefinition::new(t),
+            TaskDefinition::new(t),
             result,
             Utc::now(),
         )

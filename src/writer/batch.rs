@@ -18,7 +18,9 @@
 use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
 
-use indexmap::IndexMap;
+use std::hash::{Hash, Hasher};
+
+use indexmap::{Equivalent, IndexMap, IndexSet};
 
 use crate::model::ExecutionId;
 use crate::rows::{ExecutionRow, Heartbeat, TaskRow, WriteBatch};
@@ -38,16 +40,45 @@ pub(crate) struct Pushed {
 }
 
 /// Everything accepted and not yet written.
+/// Maps on the writer's hot path hash with foldhash: keys are runtally's own ids.
+type Map<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
+
+/// A task row in the open set, hashed and compared by its node id, so the id is not stored a
+/// second time as a key.
+#[derive(Debug)]
+struct Keyed(TaskRow);
+
+impl Hash for Keyed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Same as hashing the `str`, so lookups by `&str` find it.
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Keyed {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for Keyed {}
+
+impl Equivalent<Keyed> for str {
+    fn equivalent(&self, key: &Keyed) -> bool {
+        self == key.0.id
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct PendingWrites {
-    open_executions: IndexMap<ExecutionId, ExecutionRow>,
-    open_tasks: IndexMap<String, TaskRow>,
+    open_executions: Map<ExecutionId, ExecutionRow>,
+    open_tasks: IndexSet<Keyed, foldhash::fast::RandomState>,
     urgent: bool,
     queue: VecDeque<Chunk>,
     next_seal: u64,
     /// Task rows not yet durable, per run: a finished run leaves the registry only when this
     /// reaches zero and its final execution row is durable.
-    outstanding: HashMap<ExecutionId, usize>,
+    outstanding: HashMap<ExecutionId, usize, foldhash::fast::RandomState>,
     queued_task_rows: usize,
     heartbeat: Option<Heartbeat>,
 }
@@ -66,19 +97,16 @@ impl PendingWrites {
             coalesce_execution(&mut self.open_executions, row);
         }
         for row in tasks {
-            match self.open_tasks.get_mut(&row.id) {
-                Some(slot) => {
-                    *slot = row;
-                    pushed.replaced += 1;
-                }
-                None => {
-                    *self
-                        .outstanding
-                        .entry(row.execution_id.clone())
-                        .or_insert(0) += 1;
-                    self.open_tasks.insert(row.id.clone(), row);
-                }
+            if self.open_tasks.contains(row.id.as_str()) {
+                pushed.replaced += 1;
+            } else {
+                *self
+                    .outstanding
+                    .entry(row.execution_id.clone())
+                    .or_insert(0) += 1;
             }
+            // Replaces an open row of the same task in place (its position is kept).
+            self.open_tasks.replace_full(Keyed(row));
         }
         self.urgent |= urgent;
         pushed
@@ -143,7 +171,7 @@ impl PendingWrites {
         let mut heartbeat = self.heartbeat.take();
         self.queued_task_rows += tasks.len();
         let mut current = Vec::with_capacity(max.min(tasks.len()));
-        for (_, row) in tasks {
+        for Keyed(row) in tasks {
             current.push(row);
             if current.len() == max {
                 let mut batch = WriteBatch::new(
@@ -166,7 +194,7 @@ impl PendingWrites {
     /// Moves every pending execution row (open or queued), newest per run, into one chunk at the
     /// front of the queue. Returns its seal, or `None` if no execution row was pending.
     pub(crate) fn hoist(&mut self) -> Option<u64> {
-        let mut rows: IndexMap<ExecutionId, ExecutionRow> = IndexMap::new();
+        let mut rows: Map<ExecutionId, ExecutionRow> = Map::default();
         // Oldest first, so newer values overwrite older ones.
         for chunk in &mut self.queue {
             for row in chunk.batch.executions.drain(..) {
@@ -280,7 +308,7 @@ pub(crate) fn split(mut batch: WriteBatch) -> Result<(WriteBatch, WriteBatch), W
 
 /// Keeps the newest execution row per run. A plan link asked for by any of the merged rows is
 /// kept: it is only asked for on first and final writes.
-fn coalesce_execution(rows: &mut IndexMap<ExecutionId, ExecutionRow>, row: ExecutionRow) {
+fn coalesce_execution(rows: &mut Map<ExecutionId, ExecutionRow>, row: ExecutionRow) {
     match rows.get_mut(&row.id) {
         Some(slot) => {
             let link_plan = slot.link_plan || row.link_plan;
@@ -319,7 +347,7 @@ mod tests {
         TaskRow::new(
             &ExecutionId::new(format!("run-{run}")).expect("id"),
             &PlanId::new("p").expect("id"),
-            &TaskDefinition::new(t.clone()),
+            TaskDefinition::new(t.clone()),
             TaskResult::success(t).with_tool_calls(version as u64),
             Utc::now(),
         )

@@ -6,24 +6,10 @@ use actix::Message;
 use chrono::{DateTime, Utc};
 
 use crate::error::{FlushError, StoreError};
-use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+use crate::rows::WriteBatch;
 
-/// Sent by an execution actor: its run's latest absolute state and the task rows accepted since
-/// its last `Enqueue`. At most one is in flight per run.
-///
-/// Reply: `()` once the rows are pending in the writer (not yet written); the writer frees each
-/// task row's slot under `max_pending_rows` when the row is written, replaced or rejected.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Enqueue {
-    /// The run's latest state (one row), or several runs' rows when restoring a spill.
-    pub(crate) executions: Vec<ExecutionRow>,
-    pub(crate) tasks: Vec<TaskRow>,
-    /// Put the run's state ahead of the queue (it failed, recovered, or finished).
-    pub(crate) urgent: bool,
-}
-
-/// Sent by `Aggregator::flush` once every run actor has drained.
+/// Sent by `Aggregator::flush` once every run actor has drained (rows themselves arrive through
+/// the writer's [`Inbox`](super::inbox::Inbox), announced by a [`Ring`](super::inbox::Ring)).
 ///
 /// Reply: `Ok(())` when every row pending at the time of the message is written;
 /// [`FlushError::Rejected`] if some were refused by the database and reported instead.

@@ -89,7 +89,7 @@ pub fn task_row(
     result: TaskResult,
     at: DateTime<Utc>,
 ) -> TaskRow {
-    TaskRow::new(&exec_id(exec), &plan_id(plan), def, result, at).expect("task row")
+    TaskRow::new(&exec_id(exec), &plan_id(plan), def.clone(), result, at).expect("task row")
 }
 
 pub async fn write(store: &Neo4jStore, executions: Vec<ExecutionRow>, tasks: Vec<TaskRow>) {

@@ -1,0 +1,147 @@
+//! How rows reach the writer: a shared queue with a doorbell.
+//!
+//! Run actors push their rows here synchronously (a short mutex hold, no allocation beyond the
+//! queue's own growth) and ring the writer only when the queue goes from quiet to busy: one
+//! `Ring` message is outstanding at a time, however many rows arrive. A busy writer so reads
+//! thousands of rows per message instead of one message per row, and a push is never lost: the
+//! writer clears the bell *before* it takes the queue, so a push after the take rings again.
+//!
+//! The queue itself needs no bound: every task row in it already holds a slot under
+//! `max_pending_rows` (the senders' semaphore), and execution rows are one per delivery.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use actix::{Message, Recipient};
+
+use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+
+/// Rows handed to the writer.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// A run's latest absolute state, with the task row that changed it (if any).
+    Run {
+        execution: ExecutionRow,
+        task: Option<TaskRow>,
+        /// Put the run's state ahead of the queue (it failed, recovered, or finished).
+        urgent: bool,
+    },
+    /// Rows restored as they are (a spill being replayed).
+    Restore(WriteBatch),
+}
+
+/// Sent to the writer when its inbox goes from empty to non-empty. Reply: none.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Ring;
+
+/// The writer's inbox, shared by every run actor of one aggregator.
+#[derive(Default)]
+pub(crate) struct Inbox {
+    items: Mutex<Vec<Delivery>>,
+    rung: AtomicBool,
+    closed: AtomicBool,
+    doorbell: OnceLock<Recipient<Ring>>,
+    rings: AtomicU64,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    /// Connects the doorbell once the writer has started.
+    pub(crate) fn connect(&self, doorbell: Recipient<Ring>) {
+        let _ = self.doorbell.set(doorbell);
+    }
+
+    /// Queues a delivery. Returns it back if the writer has shut down.
+    pub(crate) fn push(&self, delivery: Delivery) -> Result<(), Delivery> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(delivery);
+        }
+        lock(&self.items).push(delivery);
+        self.ring();
+        Ok(())
+    }
+
+    fn ring(&self) {
+        if self.rung.swap(true, Ordering::AcqRel) {
+            return; // a Ring is on its way and the writer has not taken the queue yet
+        }
+        let Some(doorbell) = self.doorbell.get() else {
+            // Not connected yet: the writer takes the queue when it starts.
+            self.rung.store(false, Ordering::Release);
+            return;
+        };
+        self.rings.fetch_add(1, Ordering::Relaxed);
+        // `try_send` honours the writer's mailbox bound. If the mailbox is full the writer is
+        // busy and will take the queue on its next message or timer tick anyway.
+        if doorbell.try_send(Ring).is_err() {
+            self.rung.store(false, Ordering::Release);
+        }
+    }
+
+    /// Takes everything queued, swapping in `spare` (an empty vector with capacity) so neither
+    /// side reallocates in the steady state.
+    pub(crate) fn take_into(&self, spare: &mut Vec<Delivery>) {
+        // Clear the bell first: a push after this point rings again.
+        self.rung.store(false, Ordering::Release);
+        std::mem::swap(&mut *lock(&self.items), spare);
+    }
+
+    /// Refuses further pushes (the writer is stopping).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Deliveries waiting.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.items).len()
+    }
+
+    /// Doorbell messages sent so far.
+    pub(crate) fn rings(&self) -> u64 {
+        self.rings.load(Ordering::Relaxed)
+    }
+}
+
+/// Every critical section above is a single push or swap, so a panic cannot leave the vector
+/// half-updated: a poisoned lock is safe to use.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery() -> Delivery {
+        Delivery::Restore(WriteBatch::default())
+    }
+
+    #[test]
+    fn without_a_doorbell_pushes_queue_and_the_bell_stays_clear() {
+        let inbox = Inbox::default();
+        inbox.push(delivery()).expect("open");
+        inbox.push(delivery()).expect("open");
+        assert_eq!(inbox.len(), 2);
+        assert!(!inbox.rung.load(Ordering::Acquire));
+        let mut spare = Vec::new();
+        inbox.take_into(&mut spare);
+        assert_eq!(spare.len(), 2);
+        assert_eq!(inbox.len(), 0);
+    }
+
+    #[test]
+    fn a_closed_inbox_gives_deliveries_back() {
+        let inbox = Inbox::default();
+        inbox.close();
+        assert!(inbox.push(delivery()).is_err());
+        assert_eq!(inbox.len(), 0);
+    }
+}
