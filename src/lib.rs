@@ -1,5 +1,7 @@
 //! runtally (docs to come)
 pub mod aggregator;
+#[doc(hidden)]
+pub mod bench_support;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -1,7 +1,9 @@
 //! Counters and histograms the actors update, and the [`MetricsSnapshot`] the host reads.
 //!
 //! The hot path only touches relaxed atomics (no locks); the flush-latency histogram is behind a
-//! mutex because it is updated once per flush, not per message.
+//! mutex because it is updated once per flush, not per message. With the `metrics` feature the
+//! same figures are also published through the `metrics` facade under Prometheus-style names;
+//! see the table in the [`facade`] module.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -11,6 +13,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::model::RunStatus;
+
+#[cfg(feature = "metrics")]
+pub mod facade;
 
 /// Why the writer flushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -56,7 +61,9 @@ impl FlushReason {
 /// Padding between groups of counters written by different threads, so that a caller's
 /// increment does not bounce the cache line a run actor or the writer is writing.
 #[derive(Debug, Default)]
-struct CacheLine([u64; 16]);
+struct CacheLine {
+    _pad: [u64; 16],
+}
 
 /// Live counters, shared by every actor of one aggregator.
 ///
@@ -152,6 +159,8 @@ impl Metrics {
     }
 
     pub(crate) fn record_flush_latency(&self, latency: Duration) {
+        #[cfg(feature = "metrics")]
+        facade::record_flush(latency);
         let us = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .clamp(1, 600_000_000);

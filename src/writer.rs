@@ -66,6 +66,10 @@ pub(crate) struct WriterSettings {
     pub(crate) on_rejected: Option<RejectedHandler>,
 }
 
+/// How often the writer publishes through the `metrics` facade.
+#[cfg(feature = "metrics")]
+const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Outcome of writing one chunk.
 #[derive(Default)]
 struct ChunkOutcome {
@@ -164,6 +168,15 @@ impl DbWriterActor {
             self.permits.add_permits(replaced);
         }
         urgent || self.pending.open_task_rows() >= self.settings.max_batch_rows
+    }
+
+    /// Publishes the aggregator's metrics, with the figures only the writer knows.
+    #[cfg(feature = "metrics")]
+    fn publish_metrics(&self) {
+        let mut snapshot = self.metrics.snapshot();
+        snapshot.live_runs = self.registry.len() as u64;
+        snapshot.writer_actor.mailbox_depth = self.inbox.len() as u64;
+        crate::metrics::facade::publish(&snapshot);
     }
 
     fn deadline_passed(&self) -> bool {
@@ -338,6 +351,8 @@ impl DbWriterActor {
         }
         if let Some(reply) = self.shutdown.take() {
             self.unwritten.extend(self.pending.drain_all());
+            #[cfg(feature = "metrics")]
+            self.publish_metrics();
             let unwritten = std::mem::take(&mut self.unwritten);
             self.answer_waiters();
             let _ = reply.send(Drained { unwritten });
@@ -405,6 +420,8 @@ impl Actor for DbWriterActor {
             act.timer_due = act.pending.has_open();
             act.pump(ctx);
         });
+        #[cfg(feature = "metrics")]
+        ctx.run_interval(METRICS_PUBLISH_INTERVAL, |act, _| act.publish_metrics());
         ctx.run_interval(self.settings.heartbeat_interval, |act, ctx| {
             let runs = act.registry.live_ids();
             if !runs.is_empty() && act.shutdown.is_none() {

@@ -9,7 +9,7 @@
 //! The queue itself needs no bound: every task row in it already holds a slot under
 //! `max_pending_rows` (the senders' semaphore), and execution rows are one per delivery.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use actix::{Message, Recipient};
@@ -42,7 +42,6 @@ pub(crate) struct Inbox {
     rung: AtomicBool,
     closed: AtomicBool,
     doorbell: OnceLock<Recipient<Ring>>,
-    rings: AtomicU64,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -78,7 +77,6 @@ impl Inbox {
             self.rung.store(false, Ordering::Release);
             return;
         };
-        self.rings.fetch_add(1, Ordering::Relaxed);
         // `try_send` honours the writer's mailbox bound. If the mailbox is full the writer is
         // busy and will take the queue on its next message or timer tick anyway.
         if doorbell.try_send(Ring).is_err() {
@@ -102,11 +100,6 @@ impl Inbox {
     /// Deliveries waiting.
     pub(crate) fn len(&self) -> usize {
         lock(&self.items).len()
-    }
-
-    /// Doorbell messages sent so far.
-    pub(crate) fn rings(&self) -> u64 {
-        self.rings.load(Ordering::Relaxed)
     }
 }
 

@@ -35,6 +35,13 @@ pub(crate) struct DemoArgs {
     /// Print the metrics as JSON instead of a summary.
     #[arg(long)]
     json: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the demo runs (e.g.
+    /// 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Keep serving metrics this many seconds after the demo ends.
+    #[arg(long, value_name = "SECS", default_value_t = 0, requires = "metrics_addr")]
+    linger: u64,
     #[command(flatten)]
     db: DbArgs,
 }
@@ -170,6 +177,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| format!("demo-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S")));
     let plans = plans(&args, &prefix)?;
+    if let Some(addr) = args.metrics_addr {
+        serve_metrics(addr)?;
+        eprintln!("serving Prometheus metrics at http://{addr}/metrics");
+    }
     let config = AggregatorConfig::builder()
         .with_neo4j(args.db.neo4j()?)
         .build()?;
@@ -257,8 +268,25 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             m.run_actor.messages, m.writer_actor.messages
         );
     }
+    if args.linger > 0 {
+        eprintln!("metrics stay up for {} s", args.linger);
+        tokio::time::sleep(Duration::from_secs(args.linger)).await;
+    }
     if !report.complete {
         anyhow::bail!("{} rows were not written", report.unwritten_rows());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Installs the Prometheus recorder with an HTTP listener on the current runtime.
+pub(crate) fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Full("runtally_flush_duration_seconds".to_owned()),
+            &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+        )?
+        .install()
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))
 }
