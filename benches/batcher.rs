@@ -37,7 +37,10 @@ fn rows(runs: usize, tasks: usize) -> Vec<(ExecutionRow, TaskRow)> {
 
 fn coalescing(c: &mut Criterion) {
     let mut group = c.benchmark_group("batcher");
-    for (name, runs, tasks) in [("one_run_1000_tasks", 1, 1000), ("100_runs_10_tasks", 100, 10)] {
+    for (name, runs, tasks) in [
+        ("one_run_1000_tasks", 1, 1000),
+        ("100_runs_10_tasks", 100, 10),
+    ] {
         group.throughput(Throughput::Elements((runs * tasks) as u64));
         group.bench_function(name, |b| {
             b.iter_batched(

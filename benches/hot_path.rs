@@ -15,8 +15,7 @@ use runtally::bench_support::Counters;
 use runtally::rows::TaskRow;
 use runtally::store::NullStore;
 use runtally::{
-    Aggregator, AggregatorConfig, ExecutionId, PlanId, RunStart, TaskDefinition, TaskId,
-    TaskResult,
+    Aggregator, AggregatorConfig, ExecutionId, PlanId, RunStart, TaskDefinition, TaskId, TaskResult,
 };
 
 const RUNS: usize = 256;
@@ -79,8 +78,8 @@ fn task_finished_many_runs(c: &mut Criterion) {
                             let runs = batches.into_iter().enumerate().map(|(r, tasks)| {
                                 let aggregator = aggregator.clone();
                                 tokio::spawn(async move {
-                                    let id = ExecutionId::new(format!("bench-{round}-{r}"))
-                                        .expect("id");
+                                    let id =
+                                        ExecutionId::new(format!("bench-{round}-{r}")).expect("id");
                                     let plan = PlanId::new("p").expect("id");
                                     let run = aggregator
                                         .begin_run(RunStart::new(id, plan, TASKS_PER_RUN as u64))

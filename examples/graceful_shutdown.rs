@@ -10,8 +10,7 @@
 use std::time::Duration;
 
 use runtally::{
-    Aggregator, AggregatorConfig, ExecutionId, PlanId, RunStart, TaskDefinition, TaskId,
-    TaskResult,
+    Aggregator, AggregatorConfig, ExecutionId, PlanId, RunStart, TaskDefinition, TaskId, TaskResult,
 };
 
 #[tokio::main]

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use runtally::{
-    Aggregator, AggregatorConfig, ExecutionId, PlanId, RunStart, TaskDefinition, TaskId,
-    TaskResult,
+    Aggregator, AggregatorConfig, ExecutionId, PlanId, RunStart, TaskDefinition, TaskId, TaskResult,
 };
 
 #[tokio::main]
@@ -21,7 +20,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = std::env::var("METRICS_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:9464".to_owned())
         .parse()?;
-    PrometheusBuilder::new().with_http_listener(addr).install()?;
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()?;
 
     let aggregator = Aggregator::start(AggregatorConfig::from_env()?.build()?).await?;
     let run = aggregator.begin_run(RunStart::new(
@@ -40,7 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     println!("metrics at http://{addr}/metrics; e.g.:");
     let m = aggregator.metrics();
-    println!("  runtally_tasks_total{{status=\"success\"}} {}", m.tasks_succeeded);
+    println!(
+        "  runtally_tasks_total{{status=\"success\"}} {}",
+        m.tasks_succeeded
+    );
     println!("  runtally_batches_written_total {}", m.batches_written);
     aggregator.shutdown(Duration::from_secs(10)).await;
     Ok(())

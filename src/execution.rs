@@ -70,6 +70,8 @@ pub(crate) struct ExecutionActor {
     counters: RunCounters,
     /// The next execution row asks the store to link the plan (first and final writes).
     link_plan: bool,
+    /// Version of the last execution row built (see `ExecutionRow::version`).
+    version: u64,
     ended: Option<(RunStatus, DateTime<Utc>)>,
     inbox: Arc<Inbox>,
     metrics: Arc<Metrics>,
@@ -87,6 +89,7 @@ impl ExecutionActor {
             run,
             counters: RunCounters::default(),
             link_plan: true,
+            version: 0,
             ended: None,
             inbox,
             metrics,
@@ -136,6 +139,10 @@ impl ExecutionActor {
             updated: Utc::now(),
             link_plan: std::mem::take(&mut self.link_plan),
             owner: self.run.owner.clone(),
+            version: {
+                self.version += 1;
+                self.version
+            },
         }
     }
 

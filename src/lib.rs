@@ -1,4 +1,162 @@
-//! runtally (docs to come)
+//! runtally turns an orchestrator's task results into an execution graph in Neo4j: exact
+//! per-run telemetry, a run that shows up as `failed` the moment a task fails, and batched
+//! writes that never slow the orchestrator down or lose data.
+//!
+//! It writes the graph of the seed orchestrator's `persistence.ts` (same `:Node` label, `type`
+//! values, property names and types, relationships), so that system's readers keep working, and
+//! fixes its bugs: counters are absolute sums over each task's latest result, a re-sent result
+//! replaces the earlier one, writes are retried and never silently dropped, plan links form,
+//! durations are exact, and runs left behind by a crashed process can be reconciled.
+//!
+//! # Primary types
+//!
+//! - [`Aggregator`]: the entry point, one per process. [`Aggregator::start`] it, then
+//!   [`begin_run`](Aggregator::begin_run), [`flush`](Aggregator::flush),
+//!   [`shutdown`](Aggregator::shutdown), [`metrics`](Aggregator::metrics).
+//! - [`RunHandle`]: one live run. [`task_finished`](RunHandle::task_finished),
+//!   [`finish`](RunHandle::finish), [`cancel`](RunHandle::cancel),
+//!   [`snapshot`](RunHandle::snapshot).
+//! - [`TaskDefinition`] and [`TaskResult`]: the orchestrator's own types, deserialized from its
+//!   camelCase JSON ([`model`]).
+//! - [`AggregatorConfig`] and [`Neo4jConfig`]: builders with documented defaults ([`config`]).
+//! - [`store::Neo4jStore`]: the Cypher, and typed reads answering what the seed's readers ask.
+//!
+//! # Architecture
+//!
+//! ```text
+//!  orchestrator threads            runtally's threads (actix arbiters)              database
+//!  ────────────────────            ───────────────────────────────────              ────────
+//!  RunHandle::task_finished ──► ExecutionActor (one per run, N arbiters)
+//!    (row built and checked        counters: each task's latest result
+//!     on the caller's thread;      status: failed the moment a task fails
+//!     waits at max_pending_rows)        │ run state + task row
+//!                                       ▼
+//!                               writer inbox (shared queue + doorbell)
+//!                                       │
+//!                                       ▼
+//!                               DbWriterActor (one, its own arbiter)
+//!                                 pending rows coalesce: latest per task,
+//!                                 latest absolute state per run
+//!                                 urgent run states go first
+//!                                 one transaction at a time, retried ──► GraphStore ──► Neo4j
+//!                                 refused rows isolated and reported     (Neo4jStore:   (Bolt)
+//!                                                                          UNWIND $rows)
+//! ```
+//!
+//! Every task result is a message to its run's [`ExecutionActor`](RunHandle), which updates the
+//! counters and hands the run's latest absolute state and the task's row to the writer. The
+//! writer batches rows from all runs: a run with 1,000 results between two flushes costs one
+//! execution update. Flushes start at `max_batch_rows`, every `flush_interval`, on
+//! [`flush`](Aggregator::flush) and at [`shutdown`](Aggregator::shutdown); a run that just
+//! failed (or finished) has its state written next, ahead of the queue. A registry of live
+//! runs lets [`Aggregator::run`] find a handle by id.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use runtally::{Aggregator, AggregatorConfig, ExecutionId, PlanId, RunStart, TaskDefinition,
+//!                TaskId, TaskResult};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! // NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD, NEO4J_DATABASE; everything else at its default.
+//! let aggregator = Aggregator::start(AggregatorConfig::from_env()?.build()?).await?;
+//!
+//! let execution_id = ExecutionId::new(format!("quickstart-{}", std::process::id()))?;
+//! let run = aggregator.begin_run(RunStart::new(execution_id, PlanId::new("plan-1")?, 2))?;
+//!
+//! let task = TaskId::new("task-1")?;
+//! run.task_finished(
+//!     TaskDefinition::new(task.clone()).with_title("Fetch the data"),
+//!     TaskResult::success(task).with_tokens(1200, 300).with_tool_calls(2),
+//! )
+//! .await?;
+//! let task = TaskId::new("task-2")?;
+//! run.task_finished(
+//!     TaskDefinition::new(task.clone()),
+//!     TaskResult::failure(task, "timed out"), // the run is `failed` from here on
+//! )
+//! .await?;
+//!
+//! let summary = run.finish(chrono::Utc::now()).await?;
+//! assert_eq!(summary.status.as_str(), "failed");
+//! assert_eq!(summary.totals.tokens_total(), 1500);
+//!
+//! let report = aggregator.shutdown(Duration::from_secs(10)).await;
+//! assert!(report.complete);
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # })
+//! # }
+//! ```
+//!
+//! # Runtime requirements
+//!
+//! None beyond a way to poll futures. runtally runs its actors on an actix system of its own,
+//! on threads of its own (a pool of arbiters for the run actors, one for the writer), so a host
+//! on `#[tokio::main]`, another executor, or plain threads needs nothing else; the futures it
+//! returns are executor-agnostic. A plain thread can use [`RunHandle::try_task_finished`], or
+//! block on the async methods. The library never installs a `tracing` subscriber or a global
+//! allocator.
+//!
+//! # Delivery guarantees
+//!
+//! - **Accepted means counted.** When [`task_finished`](RunHandle::task_finished) returns `Ok`,
+//!   the result is in the run's counters and its row is queued for writing. Invalid input is a
+//!   typed error and changes nothing.
+//! - **Exactly once in the graph.** Every write is an idempotent `MERGE` of absolute values, so a
+//!   batch sent twice (a retry after a lost commit) changes nothing, and a result re-sent for
+//!   the same task replaces the earlier one everywhere.
+//! - **Backpressure, not loss.** At most `max_pending_rows` task rows wait for the database.
+//!   At the bound, `task_finished` waits and `try_task_finished` returns
+//!   [`RecordError::Full`]; nothing is dropped to make room.
+//! - **Database outage.** Writes are retried with capped exponential backoff and jitter, without
+//!   limit; meanwhile results are accepted up to the bound. An unreachable database does not
+//!   stop [`Aggregator::start`]; rejected credentials or a bad URI do.
+//! - **Refused rows.** A row the database refuses permanently is isolated (its batch is split
+//!   until it stands alone), every other row is written, and the refused one is counted,
+//!   logged at ERROR and passed to the
+//!   [rejection handler](AggregatorConfigBuilder::with_rejected_handler).
+//! - **Shutdown.** [`shutdown`](Aggregator::shutdown) stops accepting, writes everything it can
+//!   until its deadline, and reports the rest; with a
+//!   [spill file](AggregatorConfigBuilder::with_spill_path) the rest is appended there and
+//!   `runtally replay FILE` restores it exactly.
+//! - **Crash.** Rows accepted but not yet written are lost with the process. Its unfinished
+//!   runs stay `running` in the database until [`Aggregator::reconcile_stale`] (or
+//!   `runtally reconcile`) marks them `failed` with `error = 'interrupted'`: every execution
+//!   node records its owner and a heartbeat the writer refreshes.
+//!
+//! # Configuration
+//!
+//! | setting | default | meaning |
+//! |---|---|---|
+//! | `with_neo4j(Neo4jConfig::builder(uri, user, password))` | from `NEO4J_*` with [`AggregatorConfig::from_env`] | the database; `bolt+s://`/`neo4j+s://` for TLS |
+//! | `Neo4jConfigBuilder::with_database` | server default | database name |
+//! | `Neo4jConfigBuilder::with_max_connections` | 8 | connection pool size |
+//! | `with_max_batch_rows` | 500 | task rows per write transaction |
+//! | `with_flush_interval` | 100 ms | longest wait before pending rows are flushed |
+//! | `with_max_pending_rows` | 100,000 | bound on task rows waiting for the database |
+//! | `with_write_timeout` | 30 s | one write's time limit before it is retried |
+//! | `with_retry` | 50 ms doubling to 2 s, jitter | backoff between retries |
+//! | `with_arbiters` | CPUs, at most 4 | threads for the run actors |
+//! | `with_run_mailbox` | 256 | messages queued per run before senders wait |
+//! | `with_heartbeat_interval` | 30 s | heartbeat of live runs, for reconciliation |
+//! | `with_spill_path` | none | where shutdown appends rows it could not write |
+//! | `with_rejected_handler` | none | receives rows the database refused |
+//! | `with_instance_id` | host/pid/random | this process's `runtallyOwner` |
+//!
+//! # Feature flags
+//!
+//! - `cli` (default): the `runtally` command-line tool (demo, replay, loadgen, status, list,
+//!   reconcile). Library users can turn it off with `default-features = false`.
+//! - `metrics`: publishes the aggregator's metrics through the
+//!   [`metrics`](https://docs.rs/metrics) facade under Prometheus-style names; see
+//!   [`metrics::facade`](crate::metrics).
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.85.
+
 pub mod aggregator;
 #[doc(hidden)]
 pub mod bench_support;

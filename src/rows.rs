@@ -62,6 +62,11 @@ pub struct ExecutionRow {
     /// the seed's readers ignore). Used to find runs orphaned by a crashed process.
     #[serde(rename = "runtallyOwner")]
     pub owner: Option<Arc<str>>,
+    /// `runtallyVersion`: counts the states a run actor produced. A store applies a row only if
+    /// it is not older than what the node holds, so two writes of one run may commit in either
+    /// order (an urgent copy overtaking the queue) and the newest still wins.
+    #[serde(rename = "runtallyVersion", default)]
+    pub version: u64,
 }
 
 impl ExecutionRow {
@@ -96,6 +101,7 @@ impl ExecutionRow {
             updated: now,
             link_plan: true,
             owner: None,
+            version: 0,
         })
     }
 }

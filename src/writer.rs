@@ -5,9 +5,11 @@
 //! That order is what keeps a run's writes in sequence: a newer absolute state is never
 //! overwritten by an older one, and a task never reaches the store before its execution node.
 //!
-//! Flushes start when pending task rows reach `max_batch_rows`, when `flush_interval` passes,
-//! when a run's state is urgent (then only its execution row jumps the queue), on `flush()` and
-//! at shutdown.
+//! Flushes start when pending task rows reach `max_batch_rows`, when `flush_interval` passes, on
+//! `flush()` and at shutdown. A run's urgent state (it failed, recovered or finished) does not
+//! wait for any of that, nor for the queue: a copy of its execution row is the very next
+//! transaction after the one in flight. (Only one transaction is ever in flight: concurrent
+//! writers conflict on shared pages and nodes, which costs more than it gains.)
 //!
 //! A chunk that fails with a retriable error is sent again, with backoff, until it succeeds or a
 //! shutdown deadline passes. One that fails permanently is split in halves until the rows the
@@ -94,6 +96,8 @@ pub(crate) struct DbWriterActor {
     pending: PendingWrites,
     /// The seal of the chunk being written, if any.
     in_flight: Option<u64>,
+    /// Whether urgent copies are being written (see `start_urgent`).
+    urgent_in_flight: bool,
     in_flight_rows: usize,
     timer_due: bool,
     schema_ready: bool,
@@ -126,6 +130,7 @@ impl DbWriterActor {
             spare: Vec::new(),
             pending: PendingWrites::default(),
             in_flight: None,
+            urgent_in_flight: false,
             in_flight_rows: 0,
             timer_due: false,
             schema_ready: false,
@@ -155,11 +160,10 @@ impl DbWriterActor {
                     urgent: now,
                 } => {
                     urgent |= now;
-                    self.pending.push([execution], task.into_iter().collect(), now)
+                    self.pending
+                        .push([execution], task.into_iter().collect(), now)
                 }
-                Delivery::Restore(batch) => {
-                    self.pending.push(batch.executions, batch.tasks, false)
-                }
+                Delivery::Restore(batch) => self.pending.push(batch.executions, batch.tasks, false),
             };
             replaced += pushed.replaced;
         }
@@ -186,7 +190,12 @@ impl DbWriterActor {
     /// Starts the next write if none is in flight, sealing open rows when a flush is due.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.update_pending_gauge();
-        if self.in_flight.is_some() {
+        // One transaction at a time: concurrent writers conflict on shared pages and nodes
+        // (ArcadeDB refuses them as deadlocks), which costs more than waiting.
+        if self.in_flight.is_some() || self.urgent_in_flight {
+            return;
+        }
+        if self.start_urgent(ctx) {
             return;
         }
         if self.shutdown.is_some() && self.deadline_passed() {
@@ -199,9 +208,6 @@ impl DbWriterActor {
             // pending need not.
             self.finish_shutdown_if_done();
             return;
-        }
-        if self.pending.is_urgent() && self.pending.hoist().is_some() {
-            self.metrics.flushed(FlushReason::Urgent);
         }
         let reason = if self.shutdown.is_some() {
             Some(FlushReason::Shutdown)
@@ -227,6 +233,50 @@ impl DbWriterActor {
             self.finish_shutdown_if_done();
         }
         self.update_pending_gauge();
+    }
+
+    /// Sends copies of urgent runs' newest state ahead of the queue, as the next transaction.
+    /// The originals are still written in order with the queue; versions make it irrelevant
+    /// which of the two commits last. Returns whether a write started.
+    fn start_urgent(&mut self, ctx: &mut Context<Self>) -> bool {
+        if !self.schema_ready || self.deadline_passed() {
+            return false;
+        }
+        let Some(batch) = self.pending.urgent_copy() else {
+            return false;
+        };
+        self.urgent_in_flight = true;
+        self.metrics.flushed(FlushReason::Urgent);
+        let store = Arc::clone(&self.store);
+        let settings = self.settings.clone();
+        let metrics = Arc::clone(&self.metrics);
+        let mut deadline = self.deadline.subscribe();
+        let started = Instant::now();
+        let work = async move {
+            let outcome =
+                write_with_retry(&*store, &batch, &settings, &metrics, &mut deadline).await;
+            (outcome, batch.executions.len(), started.elapsed())
+        };
+        ctx.spawn(work.into_actor(self).map(|(outcome, runs, latency), act, ctx| {
+            act.urgent_in_flight = false;
+            act.metrics.record_flush_latency(latency);
+            match outcome {
+                Ok(()) => {
+                    tracing::debug!(
+                    runs,
+                    latency_ms = latency.as_millis() as u64,
+                    "urgent states written"
+                    );
+                }
+                // Only a copy: the original goes out with the queue and is handled there.
+                Err(Failure::Permanent(e)) => {
+                    tracing::warn!(error = %chain(&e), runs, "urgent copy refused; the queue will write the state")
+                }
+                Err(Failure::OutOfTime) => {}
+            }
+            act.pump(ctx);
+        }));
+        true
     }
 
     fn write(&mut self, chunk: Chunk, ctx: &mut Context<Self>) {
@@ -546,6 +596,12 @@ async fn write_isolating(
             }
             Err(Failure::Permanent(error)) => match split(batch) {
                 Ok((left, right)) => {
+                    tracing::warn!(
+                        error = %chain(&error),
+                        code = error.code().unwrap_or(""),
+                        rows = left.len() + right.len(),
+                        "write refused; splitting the batch to isolate the refused rows"
+                    );
                     stack.push(right);
                     stack.push(left);
                 }

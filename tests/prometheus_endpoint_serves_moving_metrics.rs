@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 fn scrape(addr: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
     body.contains("200 OK").then_some(body)
@@ -32,7 +36,17 @@ fn metrics_are_served_while_the_demo_runs_and_move() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let mut demo = Command::new(env!("CARGO_BIN_EXE_runtally"))
-        .args(["demo", "--runs", "12", "--max-task-ms", "400", "--metrics-addr", &addr, "--linger", "4"])
+        .args([
+            "demo",
+            "--runs",
+            "12",
+            "--max-task-ms",
+            "400",
+            "--metrics-addr",
+            &addr,
+            "--linger",
+            "4",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -45,7 +59,8 @@ fn metrics_are_served_while_the_demo_runs_and_move() {
         if let Some(body) = scrape(&addr) {
             let tasks = value(&body, "runtally_tasks_total{status=\"success\"}").unwrap_or(0.0);
             first.get_or_insert(tasks);
-            let runs_done = value(&body, "runtally_runs_finished_total{status=\"completed\"}").unwrap_or(0.0)
+            let runs_done = value(&body, "runtally_runs_finished_total{status=\"completed\"}")
+                .unwrap_or(0.0)
                 + value(&body, "runtally_runs_finished_total{status=\"failed\"}").unwrap_or(0.0)
                 + value(&body, "runtally_runs_finished_total{status=\"cancelled\"}").unwrap_or(0.0);
             last = Some((tasks, runs_done, body));
@@ -61,8 +76,14 @@ fn metrics_are_served_while_the_demo_runs_and_move() {
     assert!(tasks > first, "tasks_total moved from {first} to {tasks}");
     assert_eq!(value(&body, "runtally_runs_started_total"), Some(12.0));
     assert_eq!(value(&body, "runtally_database_up"), Some(1.0));
-    assert!(value(&body, "runtally_flush_duration_seconds_count").unwrap_or(0.0) > 0.0, "{body}");
-    assert!(body.contains("# TYPE runtally_flush_duration_seconds histogram"), "{body}");
+    assert!(
+        value(&body, "runtally_flush_duration_seconds_count").unwrap_or(0.0) > 0.0,
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE runtally_flush_duration_seconds histogram"),
+        "{body}"
+    );
 
     // Still served while lingering, then the process exits cleanly.
     std::thread::sleep(Duration::from_millis(500));

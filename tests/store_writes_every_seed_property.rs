@@ -41,6 +41,7 @@ async fn a_running_execution_has_every_seed_property_with_seed_types() {
             ("created", datetime(t0())),
             ("updated", datetime(t0())),
             ("runtallyHeartbeat", datetime(t0())),
+            ("runtallyVersion", int(0)),
         ],
         &[],
     );
@@ -209,6 +210,29 @@ async fn progress_is_written_as_absolute_values_and_final_state_sets_end_and_dur
     assert_eq!(p["duration"], int(420_005));
     assert_eq!(p["created"], datetime(t0()));
     assert_eq!(p["updated"], datetime(end));
+}
+
+#[tokio::test]
+async fn an_older_version_of_a_run_never_overwrites_a_newer_one() {
+    let store = store().await;
+    let graph = raw_graph();
+    let exec = unique("versions");
+    let mut newer = started(&exec, "p", 1);
+    newer.version = 7;
+    newer.status = RunStatus::Failed;
+    newer.tasks_failed = 1;
+    write(&store, vec![newer.clone()], vec![]).await;
+    // An older state arriving later (a queued write overtaken by an urgent copy) is ignored.
+    let mut older = started(&exec, "p", 1);
+    older.version = 3;
+    write(&store, vec![older], vec![]).await;
+    let p = props(&graph, &exec).await;
+    assert_eq!(p["status"], string("failed"));
+    assert_eq!(p["tasksFailed"], int(1));
+    assert_eq!(p["runtallyVersion"], int(7));
+    // The same version again (a retried batch) applies, changing nothing.
+    write(&store, vec![newer], vec![]).await;
+    assert_eq!(props(&graph, &exec).await, p);
 }
 
 #[tokio::test]

@@ -122,6 +122,13 @@ impl MemoryStore {
             });
         }
         for row in &batch.executions {
+            if graph
+                .executions
+                .get(row.id.as_str())
+                .is_some_and(|old| old.version > row.version)
+            {
+                continue; // a newer state of the run is already stored
+            }
             let created = graph
                 .executions
                 .get(row.id.as_str())

@@ -20,13 +20,16 @@ use crate::error::StoreError;
 use crate::model::{ExecutionId, RunStatus, TaskStatus};
 use crate::rows::{iso_millis, ExecutionRow, TaskRow, WriteBatch};
 
-/// Upserts execution nodes with absolute values. `created` only on creation; the plan link only
-/// when the row asks for it (first and final writes), because merging it scans the execution's
-/// edges.
+/// Upserts execution nodes with absolute values, unless the node already holds a newer version
+/// of the run (an urgent copy that overtook this write). `created` only on creation; the plan
+/// link only when the row asks for it (first and final writes), because merging it scans the
+/// execution's edges.
 const UPSERT_EXECUTIONS: &str = "\
 UNWIND $rows AS row
 MERGE (exec:Node {id: row.id})
 ON CREATE SET exec.created = datetime(row.created)
+WITH exec, row
+WHERE coalesce(exec.runtallyVersion, -1) <= row.version
 SET exec.type = 'orchestration_execution',
     exec.planId = row.planId,
     exec.status = row.status,
@@ -42,7 +45,8 @@ SET exec.type = 'orchestration_execution',
     exec.toolCalls = row.toolCalls,
     exec.updated = datetime(row.updated),
     exec.runtallyOwner = row.owner,
-    exec.runtallyHeartbeat = datetime(row.updated)
+    exec.runtallyHeartbeat = datetime(row.updated),
+    exec.runtallyVersion = row.version
 WITH exec, row WHERE row.linkPlan
 MATCH (plan:Node {id: row.planId})
 WHERE plan.type = 'orchestration_plan'
@@ -454,7 +458,8 @@ fn execution_params(row: &ExecutionRow) -> BoltType {
         .time("created", &row.created)
         .time("updated", &row.updated)
         .put("linkPlan", row.link_plan)
-        .put("owner", row.owner.as_deref());
+        .put("owner", row.owner.as_deref())
+        .put("version", i64::try_from(row.version).unwrap_or(i64::MAX));
     p.done()
 }
 

@@ -6,17 +6,15 @@
 //! set into chunks of at most `max_task_rows` task rows, queued in order; the writer writes one
 //! chunk at a time. Each chunk holds the execution rows of its runs before their tasks.
 //!
-//! An urgent row (a run that just failed) must not wait behind queued chunks: [`hoist`] moves
-//! every pending execution row, newest value per run, into a small chunk at the front of the
-//! queue. That is safe because execution rows are absolute and the hoisted one is the newest;
-//! the older copies are dropped from the chunks behind it, whose tasks then find the execution
-//! node already written.
+//! An urgent state (a run that just failed, recovered or finished) must not wait behind queued
+//! chunks: [`urgent_copy`] hands out a copy of the newest execution row of each urgent run, for
+//! the writer to send at once on its own lane. The originals stay where they are and are
+//! written in order later; execution rows carry a version and stores keep the newest, so the
+//! copy and the original may commit in either order.
 //!
-//! [`hoist`]: PendingWrites::hoist
+//! [`urgent_copy`]: PendingWrites::urgent_copy
 
-#[cfg(test)]
-use std::collections::HashSet;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use std::hash::{Hash, Hasher};
 
@@ -73,7 +71,8 @@ impl Equivalent<Keyed> for str {
 pub(crate) struct PendingWrites {
     open_executions: Map<ExecutionId, ExecutionRow>,
     open_tasks: IndexSet<Keyed, foldhash::fast::RandomState>,
-    urgent: bool,
+    /// Runs with an urgent state not yet copied out.
+    urgent: HashSet<ExecutionId, foldhash::fast::RandomState>,
     queue: VecDeque<Chunk>,
     next_seal: u64,
     /// Task rows not yet durable, per run: a finished run leaves the registry only when this
@@ -94,6 +93,9 @@ impl PendingWrites {
     ) -> Pushed {
         let mut pushed = Pushed::default();
         for row in executions {
+            if urgent {
+                self.urgent.insert(row.id.clone());
+            }
             coalesce_execution(&mut self.open_executions, row);
         }
         for row in tasks {
@@ -108,7 +110,6 @@ impl PendingWrites {
             // Replaces an open row of the same task in place (its position is kept).
             self.open_tasks.replace_full(Keyed(row));
         }
-        self.urgent |= urgent;
         pushed
     }
 
@@ -139,9 +140,10 @@ impl PendingWrites {
         self.heartbeat = Some(heartbeat);
     }
 
-    /// Whether an urgent row arrived since the last hoist or seal.
-    pub(crate) fn is_urgent(&self) -> bool {
-        self.urgent
+    /// Whether an urgent state arrived since the last [`urgent_copy`](Self::urgent_copy).
+    #[cfg(test)]
+    fn is_urgent(&self) -> bool {
+        !self.urgent.is_empty()
     }
 
     /// Whether nothing at all is pending.
@@ -187,41 +189,27 @@ impl PendingWrites {
             batch.heartbeat = heartbeat.take();
             self.queue.push_back(Chunk { seal, batch });
         }
-        self.urgent = false;
         Some(seal)
     }
 
-    /// Moves every pending execution row (open or queued), newest per run, into one chunk at the
-    /// front of the queue. Returns its seal, or `None` if no execution row was pending.
-    pub(crate) fn hoist(&mut self) -> Option<u64> {
-        let mut rows: Map<ExecutionId, ExecutionRow> = Map::default();
-        // Oldest first, so newer values overwrite older ones.
-        for chunk in &mut self.queue {
-            for row in chunk.batch.executions.drain(..) {
-                coalesce_execution(&mut rows, row);
-            }
-        }
-        for (_, row) in std::mem::take(&mut self.open_executions) {
-            coalesce_execution(&mut rows, row);
-        }
-        // The hoisted rows may come from the oldest queued seal: the chunk takes that seal, so
-        // a flush waiting for it also waits for them.
-        let oldest = self.oldest_queued_seal();
-        self.queue.retain(|c| !c.batch.is_empty());
-        self.urgent = false;
-        if rows.is_empty() {
-            return None;
-        }
-        let seal = match oldest {
-            Some(seal) => seal,
-            None => {
-                self.next_seal += 1;
-                self.next_seal
-            }
-        };
-        let batch = WriteBatch::new(rows.into_values().collect(), Vec::new());
-        self.queue.push_front(Chunk { seal, batch });
-        Some(seal)
+    /// Copies of the newest pending execution row of every run with an urgent state (open rows
+    /// first, else the latest queued chunk that has one). `None` if there is nothing to copy:
+    /// the states are already being written.
+    pub(crate) fn urgent_copy(&mut self) -> Option<WriteBatch> {
+        let runs = std::mem::take(&mut self.urgent);
+        let rows: Vec<ExecutionRow> = runs
+            .iter()
+            .filter_map(|id| {
+                self.open_executions.get(id).or_else(|| {
+                    self.queue
+                        .iter()
+                        .rev()
+                        .find_map(|c| c.batch.executions.iter().find(|e| &e.id == id))
+                })
+            })
+            .cloned()
+            .collect();
+        (!rows.is_empty()).then(|| WriteBatch::new(rows, Vec::new()))
     }
 
     /// The next chunk to write, if any.
@@ -338,6 +326,7 @@ mod tests {
         )
         .expect("row");
         row.tool_calls = version;
+        row.version = version as u64;
         row.link_plan = false;
         row
     }
@@ -392,23 +381,34 @@ mod tests {
     }
 
     #[test]
-    fn hoisting_puts_the_newest_execution_rows_first_and_strips_older_copies() {
+    fn an_urgent_copy_holds_the_newest_state_and_leaves_the_originals_in_place() {
         let mut p = PendingWrites::default();
         p.push([exec(1, 1)], vec![task(1, 1, 1)], false);
         p.seal(100);
         p.push([exec(1, 2)], vec![task(1, 2, 2)], true);
+        p.push([exec(2, 3)], vec![], false);
         assert!(p.is_urgent());
-        let seal = p.hoist().expect("hoisted");
+        let copy = p.urgent_copy().expect("a copy");
         assert!(!p.is_urgent());
-        let first = p.next_chunk().expect("chunk");
-        assert_eq!(first.seal, seal);
-        assert!(first.batch.tasks.is_empty());
-        assert_eq!(first.batch.executions.len(), 1);
-        assert_eq!(first.batch.executions[0].tool_calls, 2, "newest wins");
-        let second = p.next_chunk().expect("older chunk");
-        assert!(second.batch.executions.is_empty(), "older copy stripped");
-        assert_eq!(second.batch.tasks.len(), 1);
-        assert_eq!(p.open_task_rows(), 1, "open tasks stay open");
+        assert!(copy.tasks.is_empty());
+        assert_eq!(copy.executions.len(), 1, "only the urgent run");
+        assert_eq!(copy.executions[0].tool_calls, 2, "its newest state");
+        // The originals are still written in order.
+        let queued = p.next_chunk().expect("queued chunk");
+        assert_eq!(queued.batch.executions[0].tool_calls, 1);
+        p.seal(100);
+        let open = p.next_chunk().expect("sealed open rows");
+        assert_eq!(open.batch.executions.len(), 2);
+        assert!(p.urgent_copy().is_none(), "nothing urgent left");
+    }
+
+    #[test]
+    fn an_urgent_run_already_sealed_is_copied_from_the_queue() {
+        let mut p = PendingWrites::default();
+        p.push([exec(1, 1)], vec![], true);
+        p.seal(100);
+        let copy = p.urgent_copy().expect("a copy");
+        assert_eq!(copy.executions[0].tool_calls, 1);
     }
 
     #[test]
@@ -520,7 +520,7 @@ mod tests {
             urgent: bool,
         },
         Seal(usize),
-        Hoist,
+        Urgent,
         Write,
     }
 
@@ -529,15 +529,16 @@ mod tests {
             6 => (0u8..4, proptest::option::of(0u8..6), any::<bool>())
                 .prop_map(|(run, task, urgent)| Op::Push { run, task, urgent }),
             1 => (1usize..5).prop_map(Op::Seal),
-            1 => Just(Op::Hoist),
+            1 => Just(Op::Urgent),
             2 => Just(Op::Write),
         ]
     }
 
     proptest! {
-        /// Writing chunks in queue order into a map (the database) ends with exactly the latest
-        /// value of every row pushed: nothing lost, nothing stale, nothing duplicated, no task
-        /// written before its run's execution row.
+        /// Writing chunks in queue order into a map (the database, which keeps the newest
+        /// execution version), with urgent copies written the moment they are taken, ends with
+        /// exactly the latest value of every row pushed: nothing lost, nothing stale, nothing
+        /// duplicated, no task written before its run's execution row.
         #[test]
         fn chunks_written_in_order_leave_the_latest_value_of_every_row(ops in proptest::collection::vec(op(), 1..120)) {
             let mut p = PendingWrites::default();
@@ -546,11 +547,16 @@ mod tests {
             let mut latest_task: HashMap<String, i64> = HashMap::new();
             let mut db_exec: HashMap<String, i64> = HashMap::new();
             let mut db_task: HashMap<String, i64> = HashMap::new();
+            let apply = |db_exec: &mut HashMap<String, i64>, rows: &[ExecutionRow]| {
+                for e in rows {
+                    let stored = db_exec.entry(e.id.to_string()).or_insert(e.tool_calls);
+                    // The store keeps the newest version (tool_calls doubles as the version).
+                    *stored = (*stored).max(e.tool_calls);
+                }
+            };
             let write = |p: &mut PendingWrites, db_exec: &mut HashMap<String, i64>, db_task: &mut HashMap<String, i64>| -> Result<(), TestCaseError> {
                 if let Some(chunk) = p.next_chunk() {
-                    for e in &chunk.batch.executions {
-                        db_exec.insert(e.id.to_string(), e.tool_calls);
-                    }
+                    apply(db_exec, &chunk.batch.executions);
                     for t in &chunk.batch.tasks {
                         prop_assert!(db_exec.contains_key(t.execution_id.as_str()), "orphan task {}", t.id);
                         db_task.insert(t.id.clone(), t.tool_calls);
@@ -574,7 +580,12 @@ mod tests {
                         p.push([exec(run, version)], tasks, urgent);
                     }
                     Op::Seal(max) => { p.seal(max); }
-                    Op::Hoist => { p.hoist(); }
+                    Op::Urgent => {
+                        if let Some(copy) = p.urgent_copy() {
+                            prop_assert!(copy.tasks.is_empty());
+                            apply(&mut db_exec, &copy.executions);
+                        }
+                    }
                     Op::Write => write(&mut p, &mut db_exec, &mut db_task)?,
                 }
             }

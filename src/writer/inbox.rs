@@ -17,6 +17,9 @@ use actix::{Message, Recipient};
 use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
 
 /// Rows handed to the writer.
+// Deliveries are stored inline in the inbox's vector; boxing the large (and by far most common)
+// variant would add an allocation to every task result to save space in a rare one.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Delivery {
     /// A run's latest absolute state, with the task row that changed it (if any).
@@ -58,7 +61,9 @@ impl Inbox {
         let _ = self.doorbell.set(doorbell);
     }
 
-    /// Queues a delivery. Returns it back if the writer has shut down.
+    /// Queues a delivery. Returns it back if the writer has shut down (a cold path: the
+    /// delivery is returned as is rather than boxed).
+    #[allow(clippy::result_large_err)]
     pub(crate) fn push(&self, delivery: Delivery) -> Result<(), Delivery> {
         if self.closed.load(Ordering::Acquire) {
             return Err(delivery);

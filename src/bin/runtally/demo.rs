@@ -40,7 +40,12 @@ pub(crate) struct DemoArgs {
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
     /// Keep serving metrics this many seconds after the demo ends.
-    #[arg(long, value_name = "SECS", default_value_t = 0, requires = "metrics_addr")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 0,
+        requires = "metrics_addr"
+    )]
     linger: u64,
     #[command(flatten)]
     db: DbArgs,
@@ -285,7 +290,9 @@ pub(crate) fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
         .with_http_listener(addr)
         .set_buckets_for_metric(
             Matcher::Full("runtally_flush_duration_seconds".to_owned()),
-            &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
         )?
         .install()
         .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))

@@ -65,6 +65,10 @@ pub(crate) struct LoadgenArgs {
     /// Run-actor threads (default: runtally's default).
     #[arg(long)]
     arbiters: Option<usize>,
+    /// Pace the results to this many per second in total (0: as fast as runtally accepts them).
+    /// A paced run shows latencies under steady load rather than behind a burst's backlog.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Build every run's results before starting the clock, so the figures measure runtally
     /// absorbing results rather than the simulated orchestrator producing them (which costs
     /// about as much: a result is a score of strings).
@@ -135,6 +139,11 @@ async fn through_actors(
     let latencies = Arc::new(Mutex::new(histogram()));
     let tasks_sent = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let pace = Pace {
+        rate: args.rate,
+        started,
+        issued: Arc::new(AtomicUsize::new(0)),
+    };
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let (aggregator, spec, next, latencies, tasks_sent, pregenerated) = (
@@ -146,6 +155,7 @@ async fn through_actors(
             Arc::clone(&pregenerated),
         );
         let probe = probe.as_ref().map(FailureProbe::sender);
+        let pace = pace.clone();
         workers.push(tokio::spawn(async move {
             let mut local = histogram();
             loop {
@@ -154,10 +164,20 @@ async fn through_actors(
                     break;
                 }
                 let run = match pregenerated.get(r) {
-                    Some(slot) => lock(slot).take().ok_or_else(|| anyhow::anyhow!("run {r} taken twice"))?,
+                    Some(slot) => lock(slot)
+                        .take()
+                        .ok_or_else(|| anyhow::anyhow!("run {r} taken twice"))?,
                     None => spec.run(r)?,
                 };
-                drive_run(&aggregator, run, &mut local, probe.as_ref(), &tasks_sent).await?;
+                drive_run(
+                    &aggregator,
+                    run,
+                    &mut local,
+                    probe.as_ref(),
+                    &tasks_sent,
+                    &pace,
+                )
+                .await?;
             }
             lock(&latencies).add(&local)?;
             anyhow::Ok(())
@@ -183,6 +203,7 @@ async fn through_actors(
         "tasks": tasks,
         "concurrency": args.concurrency,
         "max_batch_rows": args.max_batch_rows,
+        "rate": args.rate,
         "seconds": round3(seconds),
         "tasks_per_s": (tasks as f64 / seconds).round(),
         "accept_seconds": round3(sent_seconds),
@@ -203,6 +224,7 @@ async fn drive_run(
     latencies: &mut Histogram<u64>,
     probe: Option<&mpsc::UnboundedSender<(runtally::ExecutionId, Instant)>>,
     tasks_sent: &AtomicUsize,
+    pace: &Pace,
 ) -> anyhow::Result<()> {
     let handle = aggregator.begin_run(
         RunStart::new(
@@ -214,6 +236,7 @@ async fn drive_run(
     )?;
     let mut failed = false;
     for (task, result) in run.tasks {
+        pace.wait().await;
         let failing = result.status == TaskStatus::Failure;
         let t = Instant::now();
         handle.task_finished(task, result).await?;
@@ -233,6 +256,25 @@ async fn drive_run(
         handle.finish(run.end_time).await?;
     }
     Ok(())
+}
+
+/// Spaces results evenly over time when a rate is set.
+#[derive(Clone)]
+struct Pace {
+    rate: u64,
+    started: Instant,
+    issued: Arc<AtomicUsize>,
+}
+
+impl Pace {
+    async fn wait(&self) {
+        if self.rate == 0 {
+            return;
+        }
+        let n = self.issued.fetch_add(1, Ordering::Relaxed) as f64;
+        let due = self.started + Duration::from_secs_f64(n / self.rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+    }
 }
 
 /// Polls the database for each failing run until `status='failed'` is readable.
@@ -340,19 +382,17 @@ async fn raw(args: &LoadgenArgs, spec: &WorkloadSpec) -> anyhow::Result<serde_js
         exec.end_time = Some(run.end_time);
         exec.duration_ms = (run.end_time - run.start_time).num_milliseconds();
         tasks += rows.len();
+        // Batches end between runs, so each holds its runs' executions with their tasks and
+        // several writers can write them in any order.
         current.executions.push(exec);
-        for row in rows {
-            current.tasks.push(row);
-            if current.tasks.len() >= args.max_batch_rows {
-                batches.push(std::mem::take(&mut current));
-            }
+        current.tasks.extend(rows);
+        if current.tasks.len() >= args.max_batch_rows {
+            batches.push(std::mem::take(&mut current));
         }
     }
     if !current.is_empty() {
         batches.push(current);
     }
-    // A batch's tasks may belong to a run whose execution row went out in the previous batch,
-    // so batches are written in order by one writer unless --concurrency > 1 splits them by run.
     let started = Instant::now();
     let queue = Arc::new(Mutex::new(batches.into_iter().rev().collect::<Vec<_>>()));
     let writers = if args.concurrency > 1 {
