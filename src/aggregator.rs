@@ -456,6 +456,7 @@ impl Aggregator {
         let inbox = Arc::new(Inbox::default());
         let settings = WriterSettings {
             max_batch_rows: config.max_batch_rows,
+            write_lanes: config.write_lanes,
             heartbeat_interval: config.heartbeat_interval,
             flush_interval: config.flush_interval,
             write_timeout: config.write_timeout,

@@ -227,6 +227,10 @@ pub const DEFAULT_MAX_BATCH_ROWS: usize = 500;
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Default bound on task rows accepted and not yet written.
 pub const DEFAULT_MAX_PENDING_ROWS: usize = 100_000;
+/// Default number of write transactions in flight at once (each run always uses the same one).
+/// One: on the reference server (ArcadeDB) parallel transactions conflict as deadlocks often
+/// enough to hurt failure visibility; more lanes help bulk throughput (see BENCHMARKS.md).
+pub const DEFAULT_WRITE_LANES: usize = 1;
 /// Default time one write may take before it counts as failed (and is retried).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default messages queued per run actor before senders wait.
@@ -246,6 +250,7 @@ pub struct AggregatorConfig {
     pub(crate) max_batch_rows: usize,
     pub(crate) flush_interval: Duration,
     pub(crate) max_pending_rows: usize,
+    pub(crate) write_lanes: usize,
     pub(crate) arbiters: usize,
     pub(crate) write_timeout: Duration,
     pub(crate) retry: RetryPolicy,
@@ -263,6 +268,7 @@ impl fmt::Debug for AggregatorConfig {
             .field("max_batch_rows", &self.max_batch_rows)
             .field("flush_interval", &self.flush_interval)
             .field("max_pending_rows", &self.max_pending_rows)
+            .field("write_lanes", &self.write_lanes)
             .field("arbiters", &self.arbiters)
             .field("write_timeout", &self.write_timeout)
             .field("retry", &self.retry)
@@ -288,6 +294,7 @@ impl AggregatorConfig {
                 max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
                 flush_interval: DEFAULT_FLUSH_INTERVAL,
                 max_pending_rows: DEFAULT_MAX_PENDING_ROWS,
+                write_lanes: DEFAULT_WRITE_LANES,
                 arbiters: default_arbiters(),
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
                 retry: RetryPolicy::default(),
@@ -329,6 +336,11 @@ impl AggregatorConfig {
     /// Bound on task rows accepted and not yet written.
     pub fn max_pending_rows(&self) -> usize {
         self.max_pending_rows
+    }
+
+    /// Write transactions in flight at once.
+    pub fn write_lanes(&self) -> usize {
+        self.write_lanes
     }
 
     /// Threads running run actors.
@@ -398,6 +410,15 @@ impl AggregatorConfigBuilder {
     /// `try_task_finished` returns `Full`. Default: [`DEFAULT_MAX_PENDING_ROWS`].
     pub fn with_max_pending_rows(mut self, rows: usize) -> Self {
         self.config.max_pending_rows = rows;
+        self
+    }
+
+    /// Write transactions in flight at once, each on its own connection. Every run always
+    /// writes through the same lane, so its writes stay in order; more lanes let the database
+    /// work on several batches at once (and make conflicts between them, which are retried).
+    /// Default: [`DEFAULT_WRITE_LANES`].
+    pub fn with_write_lanes(mut self, lanes: usize) -> Self {
+        self.config.write_lanes = lanes;
         self
     }
 
@@ -489,6 +510,21 @@ impl AggregatorConfigBuilder {
         }
         if config.write_timeout.is_zero() {
             return Err(invalid("write_timeout", "must be above zero"));
+        }
+        if config.write_lanes == 0 {
+            return Err(invalid("write_lanes", "must be at least 1"));
+        }
+        if let Some(neo4j) = &config.neo4j {
+            if neo4j.max_connections() < config.write_lanes {
+                return Err(invalid(
+                    "write_lanes",
+                    format!(
+                        "needs a connection each: raise max_connections ({}) to at least {}",
+                        neo4j.max_connections(),
+                        config.write_lanes
+                    ),
+                ));
+            }
         }
         if config.arbiters == 0 {
             return Err(invalid("arbiters", "must be at least 1"));

@@ -217,7 +217,16 @@ impl Handler<RecordTask> for ExecutionActor {
             .fetch_add(contribution.tool_calls as u64, Ordering::Relaxed);
         // From here the writer accounts for the row's slot.
         permit.forget();
-        self.deliver(Some(row), recorded.status_before != recorded.status_after);
+        let changed = recorded.status_before != recorded.status_after;
+        if changed {
+            tracing::debug!(
+                execution_id = %self.run.id,
+                task_id = %row.task_id,
+                status = %recorded.status_after,
+                "run status changed"
+            );
+        }
+        self.deliver(Some(row), changed);
         Ok(())
     }
 }

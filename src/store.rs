@@ -36,8 +36,8 @@ pub trait GraphStore: Send + Sync + 'static {
     /// A [`StoreError`]; when [`StoreError::is_retriable`] the same batch may be sent again.
     fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Creates the unique constraint on `Node.id` and the index on `Node.type` if they are
-    /// missing. Idempotent.
+    /// Creates the unique constraint on `Node.id` and the indexes on `Node.type` and
+    /// `Node.executionId` if they are missing. Idempotent.
     ///
     /// # Errors
     ///

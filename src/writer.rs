@@ -1,9 +1,11 @@
 //! The writer: one [`DbWriterActor`] per aggregator batches every run's rows into store writes.
 //!
 //! Rows wait in [`PendingWrites`](batch::PendingWrites), where they coalesce. A flush seals them
-//! into chunks and the writer writes one chunk at a time, in order, each in one transaction.
-//! That order is what keeps a run's writes in sequence: a newer absolute state is never
-//! overwritten by an older one, and a task never reaches the store before its execution node.
+//! into chunks, each written in one transaction. Every run belongs to one of `write_lanes`
+//! lanes (by a hash of its id); a lane writes one chunk at a time, in order, and lanes write in
+//! parallel. That keeps each run's writes in sequence (a task never reaches the store before its
+//! execution node, and versions keep a newer state from being overwritten) while several
+//! transactions use the database at once.
 //!
 //! Flushes start when pending task rows reach `max_batch_rows`, when `flush_interval` passes, on
 //! `flush()` and at shutdown. A run's urgent state (it failed, recovered or finished) does not
@@ -61,6 +63,7 @@ pub type RejectedHandler = Arc<dyn Fn(RejectedWrite) + Send + Sync>;
 #[derive(Clone)]
 pub(crate) struct WriterSettings {
     pub(crate) max_batch_rows: usize,
+    pub(crate) write_lanes: usize,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) flush_interval: Duration,
     pub(crate) write_timeout: Duration,
@@ -81,9 +84,28 @@ struct ChunkOutcome {
 }
 
 struct FlushWaiter {
-    seal: u64,
+    /// Per lane, the last seal the flush must see settled.
+    seals: Vec<u64>,
     rejected_before: u64,
     reply: oneshot::Sender<Result<(), FlushError>>,
+}
+
+/// What a lane is writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Busy {
+    /// A chunk of this seal, with this many rows.
+    Chunk { seal: u64, rows: usize },
+    /// Urgent copies of runs' newest states.
+    Urgent,
+}
+
+/// One ordered stream of writes. Every run belongs to one lane (by a hash of its id), so a run's
+/// writes stay in order while lanes write in parallel, each on a connection of its own.
+#[derive(Debug, Default)]
+struct Lane {
+    pending: PendingWrites,
+    busy: Option<Busy>,
+    timer_due: bool,
 }
 
 /// The single writer of an aggregator. Runs on its own arbiter.
@@ -93,13 +115,7 @@ pub(crate) struct DbWriterActor {
     inbox: Arc<Inbox>,
     /// The inbox's previous buffer, swapped back in empty so neither side reallocates.
     spare: Vec<Delivery>,
-    pending: PendingWrites,
-    /// The seal of the chunk being written, if any.
-    in_flight: Option<u64>,
-    /// Whether urgent copies are being written (see `start_urgent`).
-    urgent_in_flight: bool,
-    in_flight_rows: usize,
-    timer_due: bool,
+    lanes: Vec<Lane>,
     schema_ready: bool,
     waiters: Vec<FlushWaiter>,
     rows_rejected: u64,
@@ -108,10 +124,18 @@ pub(crate) struct DbWriterActor {
     permits: Arc<Semaphore>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    /// Shutdown deadline, watched by the write in flight so it stops retrying in time.
+    /// Shutdown deadline, watched by the writes in flight so they stop retrying in time.
     deadline: watch::Sender<Option<Instant>>,
     shutdown: Option<oneshot::Sender<Drained>>,
     unwritten: Vec<WriteBatch>,
+}
+
+/// The lane a run's writes go through: a stable hash of its id (FNV-1a), so it never changes.
+fn lane_of(id: &ExecutionId, lanes: usize) -> usize {
+    let hash = id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % lanes.max(1) as u64) as usize
 }
 
 impl DbWriterActor {
@@ -123,16 +147,15 @@ impl DbWriterActor {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let lanes = (0..settings.write_lanes.max(1))
+            .map(|_| Lane::default())
+            .collect();
         Self {
             store,
             settings,
             inbox,
             spare: Vec::new(),
-            pending: PendingWrites::default(),
-            in_flight: None,
-            urgent_in_flight: false,
-            in_flight_rows: 0,
-            timer_due: false,
+            lanes,
             schema_ready: false,
             waiters: Vec::new(),
             rows_rejected: 0,
@@ -146,32 +169,55 @@ impl DbWriterActor {
         }
     }
 
-    /// Moves everything in the inbox into pending writes (where rows coalesce). Returns whether
-    /// anything urgent or a full batch arrived.
+    fn lane(&mut self, id: &ExecutionId) -> &mut Lane {
+        let i = lane_of(id, self.lanes.len());
+        &mut self.lanes[i]
+    }
+
+    /// Moves everything in the inbox into the lanes' pending writes (where rows coalesce).
+    /// Returns whether anything urgent or a full batch arrived.
     fn take_inbox(&mut self) -> bool {
         self.inbox.take_into(&mut self.spare);
-        let mut urgent = false;
+        let mut wake = false;
         let mut replaced = 0;
-        for delivery in self.spare.drain(..) {
-            let pushed = match delivery {
+        let max_batch_rows = self.settings.max_batch_rows;
+        let mut deliveries = std::mem::take(&mut self.spare);
+        for delivery in deliveries.drain(..) {
+            match delivery {
                 Delivery::Run {
                     execution,
                     task,
-                    urgent: now,
+                    urgent,
                 } => {
-                    urgent |= now;
-                    self.pending
-                        .push([execution], task.into_iter().collect(), now)
+                    let lane = self.lane(&execution.id);
+                    replaced += lane
+                        .pending
+                        .push([execution], task.into_iter().collect(), urgent)
+                        .replaced;
+                    wake |= urgent || lane.pending.open_task_rows() >= max_batch_rows;
                 }
-                Delivery::Restore(batch) => self.pending.push(batch.executions, batch.tasks, false),
-            };
-            replaced += pushed.replaced;
+                Delivery::Restore(batch) => {
+                    for execution in batch.executions {
+                        replaced += self
+                            .lane(&execution.id)
+                            .pending
+                            .push([execution], Vec::new(), false)
+                            .replaced;
+                    }
+                    for task in batch.tasks {
+                        let lane = self.lane(&task.execution_id);
+                        replaced += lane.pending.push([], vec![task], false).replaced;
+                        wake |= lane.pending.open_task_rows() >= max_batch_rows;
+                    }
+                }
+            }
         }
+        self.spare = deliveries;
         if replaced > 0 {
             // A replaced row will never be written: its slot is free now.
             self.permits.add_permits(replaced);
         }
-        urgent || self.pending.open_task_rows() >= self.settings.max_batch_rows
+        wake
     }
 
     /// Publishes the aggregator's metrics, with the figures only the writer knows.
@@ -187,108 +233,120 @@ impl DbWriterActor {
         matches!(*self.deadline.borrow(), Some(d) if Instant::now() >= d)
     }
 
-    /// Starts the next write if none is in flight, sealing open rows when a flush is due.
+    /// Starts the next write of every idle lane.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        self.update_pending_gauge();
-        // One transaction at a time: concurrent writers conflict on shared pages and nodes
-        // (ArcadeDB refuses them as deadlocks), which costs more than waiting.
-        if self.in_flight.is_some() || self.urgent_in_flight {
-            return;
+        for i in 0..self.lanes.len() {
+            self.pump_lane(i, ctx);
         }
-        if self.start_urgent(ctx) {
+        self.finish_shutdown_if_done();
+        self.update_pending_gauge();
+    }
+
+    /// Starts the lane's next write if it is idle: urgent copies first, then its queue, sealing
+    /// open rows when a flush is due.
+    fn pump_lane(&mut self, i: usize, ctx: &mut Context<Self>) {
+        if self.lanes[i].busy.is_some() {
             return;
         }
         if self.shutdown.is_some() && self.deadline_passed() {
-            self.unwritten.extend(self.pending.drain_all());
-            self.finish_shutdown_if_done();
+            let rows = self.lanes[i].pending.drain_all();
+            self.unwritten.extend(rows);
             return;
         }
+        // Writes wait for the first successful connection.
         if !self.schema_ready {
-            // Writes wait for the first successful connection; a shutdown with nothing
-            // pending need not.
-            self.finish_shutdown_if_done();
             return;
         }
+        if let Some(batch) = self.lanes[i].pending.urgent_copy() {
+            self.write_urgent(i, batch, ctx);
+            return;
+        }
+        let max = self.settings.max_batch_rows;
+        let lane = &mut self.lanes[i];
         let reason = if self.shutdown.is_some() {
             Some(FlushReason::Shutdown)
-        } else if self.pending.open_task_rows() >= self.settings.max_batch_rows {
+        } else if lane.pending.open_task_rows() >= max {
             Some(FlushReason::Size)
-        } else if self.timer_due {
+        } else if lane.timer_due {
             Some(FlushReason::Timer)
         } else {
             None
         };
         // Seal only behind an empty queue: rows left open keep coalescing meanwhile.
         if let Some(reason) = reason {
-            if self.pending.oldest_queued_seal().is_none() {
-                if self.pending.seal(self.settings.max_batch_rows).is_some() {
+            if lane.pending.oldest_queued_seal().is_none() {
+                if lane.pending.seal(max).is_some() {
                     self.metrics.flushed(reason);
                 }
-                self.timer_due = false;
+                lane.timer_due = false;
             }
         }
-        if let Some(chunk) = self.pending.next_chunk() {
-            self.write(chunk, ctx);
-        } else {
-            self.finish_shutdown_if_done();
+        if let Some(chunk) = self.lanes[i].pending.next_chunk() {
+            self.write(i, chunk, ctx);
         }
-        self.update_pending_gauge();
     }
 
-    /// Sends copies of urgent runs' newest state ahead of the queue, as the next transaction.
-    /// The originals are still written in order with the queue; versions make it irrelevant
-    /// which of the two commits last. Returns whether a write started.
-    fn start_urgent(&mut self, ctx: &mut Context<Self>) -> bool {
-        if !self.schema_ready || self.deadline_passed() {
-            return false;
-        }
-        let Some(batch) = self.pending.urgent_copy() else {
-            return false;
-        };
-        self.urgent_in_flight = true;
+    /// Sends copies of urgent runs' newest state as the lane's next transaction, ahead of its
+    /// queue. The originals are still written in order with the queue; versions make it
+    /// irrelevant which of the two commits last. (Only the run's own lane ever writes it, so a
+    /// copy never races another transaction to create the run's node.)
+    fn write_urgent(&mut self, i: usize, batch: WriteBatch, ctx: &mut Context<Self>) {
+        self.lanes[i].busy = Some(Busy::Urgent);
         self.metrics.flushed(FlushReason::Urgent);
         let store = Arc::clone(&self.store);
         let settings = self.settings.clone();
         let metrics = Arc::clone(&self.metrics);
         let mut deadline = self.deadline.subscribe();
         let started = Instant::now();
+        let span = tracing::debug_span!(
+            "urgent",
+            lane = i,
+            runs = ?batch.executions.iter().map(|e| e.id.as_str()).collect::<Vec<_>>()
+        );
         let work = async move {
             let outcome =
                 write_with_retry(&*store, &batch, &settings, &metrics, &mut deadline).await;
             (outcome, batch.executions.len(), started.elapsed())
         };
-        ctx.spawn(work.into_actor(self).map(|(outcome, runs, latency), act, ctx| {
-            act.urgent_in_flight = false;
-            act.metrics.record_flush_latency(latency);
-            match outcome {
-                Ok(()) => {
-                    tracing::debug!(
-                    runs,
-                    latency_ms = latency.as_millis() as u64,
-                    "urgent states written"
-                    );
-                }
-                // Only a copy: the original goes out with the queue and is handled there.
-                Err(Failure::Permanent(e)) => {
-                    tracing::warn!(error = %chain(&e), runs, "urgent copy refused; the queue will write the state")
-                }
-                Err(Failure::OutOfTime) => {}
-            }
-            act.pump(ctx);
-        }));
-        true
+        let work = tracing::Instrument::instrument(work, span);
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |(outcome, runs, latency), act, ctx| {
+                    act.lanes[i].busy = None;
+                    act.metrics.record_flush_latency(latency);
+                    match outcome {
+                        Ok(()) => tracing::debug!(
+                            lane = i,
+                            runs,
+                            latency_ms = latency.as_millis() as u64,
+                            "urgent states written"
+                        ),
+                        // Only a copy: the original goes out with the queue and is handled there.
+                        Err(Failure::Permanent(e)) => tracing::warn!(
+                            error = %chain(&e),
+                            runs,
+                            "urgent copy refused; the queue will write the state"
+                        ),
+                        Err(Failure::OutOfTime) => {}
+                    }
+                    act.pump(ctx);
+                }),
+        );
     }
 
-    fn write(&mut self, chunk: Chunk, ctx: &mut Context<Self>) {
+    fn write(&mut self, i: usize, chunk: Chunk, ctx: &mut Context<Self>) {
         let Chunk { seal, batch } = chunk;
-        self.in_flight = Some(seal);
-        self.in_flight_rows = batch.len();
+        self.lanes[i].busy = Some(Busy::Chunk {
+            seal,
+            rows: batch.len(),
+        });
         let store = Arc::clone(&self.store);
         let settings = self.settings.clone();
         let metrics = Arc::clone(&self.metrics);
         let deadline = self.deadline.subscribe();
         let span = tracing::debug_span!(
             "flush",
+            lane = i,
             seal,
             executions = batch.executions.len(),
             tasks = batch.tasks.len()
@@ -299,15 +357,17 @@ impl DbWriterActor {
             (outcome, started.elapsed())
         };
         let work = tracing::Instrument::instrument(work, span);
-        ctx.spawn(work.into_actor(self).map(|(outcome, latency), act, ctx| {
-            act.chunk_done(outcome, latency);
-            act.pump(ctx);
-        }));
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |(outcome, latency), act, ctx| {
+                    act.lanes[i].busy = None;
+                    act.chunk_done(i, outcome, latency);
+                    act.pump(ctx);
+                }),
+        );
     }
 
-    fn chunk_done(&mut self, outcome: ChunkOutcome, latency: Duration) {
-        self.in_flight = None;
-        self.in_flight_rows = 0;
+    fn chunk_done(&mut self, i: usize, outcome: ChunkOutcome, latency: Duration) {
         self.metrics.record_flush_latency(latency);
         for batch in &outcome.written {
             self.metrics.batches_written.fetch_add(1, Relaxed);
@@ -318,13 +378,14 @@ impl DbWriterActor {
                 .task_rows_written
                 .fetch_add(batch.tasks.len() as u64, Relaxed);
             tracing::debug!(
+                lane = i,
                 executions = batch.executions.len(),
                 tasks = batch.tasks.len(),
                 latency_ms = latency.as_millis() as u64,
                 runs = ?batch.executions.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
                 "batch written"
             );
-            self.settle(&batch.executions, &batch.tasks);
+            self.settle(i, &batch.executions, &batch.tasks);
         }
         for rejected in outcome.rejected {
             let rows = (rejected.executions.len() + rejected.tasks.len()) as u64;
@@ -338,7 +399,7 @@ impl DbWriterActor {
                 task_ids = ?rejected.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
                 "database refused rows; reported and skipped"
             );
-            self.settle(&rejected.executions, &rejected.tasks);
+            self.settle(i, &rejected.executions, &rejected.tasks);
             if let Some(handler) = &self.settings.on_rejected {
                 handler(rejected);
             }
@@ -349,17 +410,17 @@ impl DbWriterActor {
 
     /// Frees the slots of settled task rows, and lets finished runs leave the registry once
     /// their final state and every task row are settled.
-    fn settle(&mut self, executions: &[ExecutionRow], tasks: &[TaskRow]) {
+    fn settle(&mut self, i: usize, executions: &[ExecutionRow], tasks: &[TaskRow]) {
         if !tasks.is_empty() {
             self.permits.add_permits(tasks.len());
         }
-        for run in self.pending.settle(tasks) {
+        for run in self.lanes[i].pending.settle(tasks) {
             if self.finished_durable.remove(&run) {
                 self.registry.remove_finished(&run);
             }
         }
         for row in executions.iter().filter(|e| e.end_time.is_some()) {
-            if self.pending.has_outstanding(&row.id) {
+            if self.lanes[i].pending.has_outstanding(&row.id) {
                 self.finished_durable.insert(row.id.clone());
             } else {
                 self.registry.remove_finished(&row.id);
@@ -367,16 +428,34 @@ impl DbWriterActor {
         }
     }
 
+    /// The oldest seal each lane has not settled (`None`: nothing outstanding).
+    fn oldest_outstanding(&self) -> Vec<Option<u64>> {
+        self.lanes
+            .iter()
+            .map(|lane| {
+                let in_flight = match lane.busy {
+                    Some(Busy::Chunk { seal, .. }) => Some(seal),
+                    _ => None,
+                };
+                [in_flight, lane.pending.oldest_queued_seal()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            })
+            .collect()
+    }
+
     fn answer_waiters(&mut self) {
-        let oldest = [self.in_flight, self.pending.oldest_queued_seal()]
-            .into_iter()
-            .flatten()
-            .min();
+        let oldest = self.oldest_outstanding();
         let rejected_now = self.rows_rejected;
         let mut still = Vec::new();
         for waiter in self.waiters.drain(..) {
-            // Done when every chunk of its seal or an earlier one is settled.
-            let done = oldest.is_none_or(|oldest| waiter.seal < oldest);
+            // Done when, in every lane, every chunk of its seal or an earlier one is settled.
+            let done = waiter
+                .seals
+                .iter()
+                .zip(&oldest)
+                .all(|(seal, oldest)| oldest.is_none_or(|oldest| *seal < oldest));
             if done {
                 let result = match rejected_now - waiter.rejected_before {
                     0 => Ok(()),
@@ -391,16 +470,36 @@ impl DbWriterActor {
     }
 
     fn update_pending_gauge(&self) {
-        let rows = self.pending.pending_rows() + self.in_flight_rows;
+        let rows: usize = self
+            .lanes
+            .iter()
+            .map(|lane| {
+                let in_flight = match lane.busy {
+                    Some(Busy::Chunk { rows, .. }) => rows,
+                    _ => 0,
+                };
+                lane.pending.pending_rows() + in_flight
+            })
+            .sum();
         self.metrics.pending_rows.store(rows as i64, Relaxed);
     }
 
     fn finish_shutdown_if_done(&mut self) {
-        if self.in_flight.is_some() || !(self.pending.is_empty() || self.deadline_passed()) {
+        if self.shutdown.is_none() {
+            return;
+        }
+        let out_of_time = self.deadline_passed();
+        let idle = self.lanes.iter().all(|lane| {
+            !matches!(lane.busy, Some(Busy::Chunk { .. }))
+                && (lane.pending.is_empty() || out_of_time)
+        });
+        if !idle {
             return;
         }
         if let Some(reply) = self.shutdown.take() {
-            self.unwritten.extend(self.pending.drain_all());
+            for lane in &mut self.lanes {
+                self.unwritten.extend(lane.pending.drain_all());
+            }
             #[cfg(feature = "metrics")]
             self.publish_metrics();
             let unwritten = std::mem::take(&mut self.unwritten);
@@ -467,7 +566,9 @@ impl Actor for DbWriterActor {
         self.take_inbox();
         ctx.run_interval(self.settings.flush_interval, |act, ctx| {
             act.take_inbox();
-            act.timer_due = act.pending.has_open();
+            for lane in &mut act.lanes {
+                lane.timer_due = lane.pending.has_open();
+            }
             act.pump(ctx);
         });
         #[cfg(feature = "metrics")]
@@ -475,11 +576,14 @@ impl Actor for DbWriterActor {
         ctx.run_interval(self.settings.heartbeat_interval, |act, ctx| {
             let runs = act.registry.live_ids();
             if !runs.is_empty() && act.shutdown.is_none() {
-                act.pending.set_heartbeat(Heartbeat {
+                // The heartbeat rides in lane 0: it only refreshes a timestamp, so the order
+                // against the runs' own writes does not matter.
+                let lane = &mut act.lanes[0];
+                lane.pending.set_heartbeat(Heartbeat {
                     at: chrono::Utc::now(),
                     runs,
                 });
-                act.timer_due = true;
+                lane.timer_due = true;
                 act.pump(ctx);
             }
         });
@@ -505,13 +609,17 @@ impl Handler<Flush> for DbWriterActor {
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
         self.metrics.writer_messages.fetch_add(1, Relaxed);
         self.take_inbox();
-        let sealed = self.pending.seal(self.settings.max_batch_rows);
-        if sealed.is_some() {
-            self.metrics.flushed(FlushReason::Manual);
+        let max = self.settings.max_batch_rows;
+        let mut seals = Vec::with_capacity(self.lanes.len());
+        for lane in &mut self.lanes {
+            if lane.pending.seal(max).is_some() {
+                self.metrics.flushed(FlushReason::Manual);
+            }
+            seals.push(lane.pending.last_seal());
         }
         let (tx, rx) = oneshot::channel();
         self.waiters.push(FlushWaiter {
-            seal: self.pending.last_seal(),
+            seals,
             rejected_before: self.rows_rejected,
             reply: tx,
         });

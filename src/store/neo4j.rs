@@ -123,12 +123,26 @@ SET exec.runtallyHeartbeat = datetime($at)";
 const CREATE_CONSTRAINT: &str =
     "CREATE CONSTRAINT node_id_unique IF NOT EXISTS FOR (n:Node) REQUIRE n.id IS UNIQUE";
 const CREATE_TYPE_INDEX: &str = "CREATE INDEX node_type IF NOT EXISTS FOR (n:Node) ON (n.type)";
+/// Not in the seed's schema: without it the seed's task query (`te.type = 'task_execution' AND
+/// te.executionId = $id`) reads every task node ever written; with it, a planner that uses it
+/// (Neo4j's does) reads only the run's.
+const CREATE_EXECUTION_ID_INDEX: &str =
+    "CREATE INDEX node_execution_id IF NOT EXISTS FOR (n:Node) ON (n.executionId)";
 
-/// The seed's three reader queries, verbatim.
+/// The seed's reader queries for one run and for the list, verbatim.
 const READ_EXECUTION: &str =
     "MATCH (exec:Node {id:$executionId, type:'orchestration_execution'}) RETURN exec";
-const READ_TASKS: &str = "MATCH (te:Node) WHERE te.type='task_execution' AND \
-    te.executionId=$executionId RETURN te ORDER BY te.timestamp";
+/// A run's tasks: the seed's reader asks `te.type='task_execution' AND te.executionId=$id`;
+/// following the run's `HAS_TASK_EXECUTION` edges from its node (found by the unique id) gives
+/// the same nodes for every run runtally writes, without scanning every task node of every run
+/// on servers that do not use the `executionId` index for that query.
+const READ_TASKS: &str = "MATCH (exec:Node {id: $executionId})-[:HAS_TASK_EXECUTION]->(te:Node) \
+    WHERE exec.type = 'orchestration_execution' AND te.type = 'task_execution' \
+    RETURN te ORDER BY te.timestamp";
+/// Several executions at once (for pollers watching many runs). `UNWIND` + `MATCH` by id uses
+/// the unique index; `WHERE exec.id IN $ids` scans every node on some servers.
+const READ_SOME_EXECUTIONS: &str = "UNWIND $ids AS id MATCH (exec:Node {id: id}) \
+    WHERE exec.type = 'orchestration_execution' RETURN exec";
 const READ_EXECUTIONS: &str = "MATCH (exec:Node {type:'orchestration_execution'}) RETURN exec \
     ORDER BY exec.startTime DESC SKIP $offset LIMIT $limit";
 
@@ -179,7 +193,27 @@ impl Neo4jStore {
         nodes.into_iter().next().map(execution_record).transpose()
     }
 
-    /// Reads a run's task executions, ordered by `timestamp`, with the seed's query.
+    /// Reads several executions in one query (those not found are left out), for a host that
+    /// watches many runs at once.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the query fails or a property has an unexpected type.
+    pub async fn executions(
+        &self,
+        ids: &[ExecutionId],
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let ids: BoltType = ids.iter().map(|id| id.as_str()).collect();
+        let q = query(READ_SOME_EXECUTIONS).param("ids", ids);
+        self.read_nodes(q, "exec")
+            .await?
+            .into_iter()
+            .map(execution_record)
+            .collect()
+    }
+
+    /// Reads a run's task executions, ordered by `timestamp` (the nodes the seed's task query
+    /// returns, found through the run's `HAS_TASK_EXECUTION` edges).
     ///
     /// # Errors
     ///
@@ -264,7 +298,11 @@ impl GraphStore for Neo4jStore {
     fn ensure_schema(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             // One statement per transaction: servers refuse schema changes mixed with others.
-            for statement in [CREATE_CONSTRAINT, CREATE_TYPE_INDEX] {
+            for statement in [
+                CREATE_CONSTRAINT,
+                CREATE_TYPE_INDEX,
+                CREATE_EXECUTION_ID_INDEX,
+            ] {
                 let mut txn = self.begin().await?;
                 let outcome = txn
                     .run(query(statement))

@@ -65,6 +65,9 @@ pub(crate) struct LoadgenArgs {
     /// Run-actor threads (default: runtally's default).
     #[arg(long)]
     arbiters: Option<usize>,
+    /// Write transactions in flight at once.
+    #[arg(long, default_value_t = runtally::config::DEFAULT_WRITE_LANES)]
+    write_lanes: usize,
     /// Pace the results to this many per second in total (0: as fast as runtally accepts them).
     /// A paced run shows latencies under steady load rather than behind a burst's backlog.
     #[arg(long, default_value_t = 0)]
@@ -112,6 +115,7 @@ async fn through_actors(
     let mut builder = AggregatorConfig::builder()
         .with_max_batch_rows(args.max_batch_rows)
         .with_max_pending_rows(args.max_pending_rows)
+        .with_write_lanes(args.write_lanes)
         .with_flush_interval(Duration::from_millis(args.flush_interval_ms.max(1)));
     if let Some(n) = args.arbiters {
         builder = builder.with_arbiters(n);
@@ -203,6 +207,7 @@ async fn through_actors(
         "tasks": tasks,
         "concurrency": args.concurrency,
         "max_batch_rows": args.max_batch_rows,
+        "write_lanes": args.write_lanes,
         "rate": args.rate,
         "seconds": round3(seconds),
         "tasks_per_s": (tasks as f64 / seconds).round(),
@@ -277,49 +282,71 @@ impl Pace {
     }
 }
 
-/// Polls the database for each failing run until `status='failed'` is readable.
+/// Watches failing runs until `status='failed'` is readable: one poller, one query every few
+/// milliseconds for every run still waiting, so the probe adds little load of its own.
 struct FailureProbe {
     tx: mpsc::UnboundedSender<(runtally::ExecutionId, Instant)>,
-    task: tokio::task::JoinHandle<Histogram<u64>>,
+    task: tokio::sync::oneshot::Receiver<Histogram<u64>>,
 }
 
 impl FailureProbe {
+    /// Runs on a thread of its own with its own runtime, so the load it measures cannot starve
+    /// its timer and delay what it reports.
     fn start(store: anyhow::Result<Neo4jStore>) -> anyhow::Result<Self> {
-        let store = Arc::new(store?);
+        let store = store?;
         let (tx, mut rx) = mpsc::unbounded_channel::<(runtally::ExecutionId, Instant)>();
-        let task = tokio::spawn(async move {
-            let results = Arc::new(Mutex::new(histogram()));
-            // A few pollers at once, so the probe measures the writer, not itself.
-            let slots = Arc::new(tokio::sync::Semaphore::new(8));
-            let mut polls = Vec::new();
-            while let Some((id, since)) = rx.recv().await {
-                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-                    break;
-                };
-                let (store, results) = (Arc::clone(&store), Arc::clone(&results));
-                polls.push(tokio::spawn(async move {
-                    let deadline = since + Duration::from_secs(60);
-                    while Instant::now() < deadline {
-                        if let Ok(Some(run)) = store.execution(&id).await {
-                            if run.status == RunStatus::Failed {
-                                let us =
-                                    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
-                                lock(&results).saturating_record(us * 1000);
-                                break;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("failure-probe".into())
+            .spawn(move || {
+                let results = runtime.block_on(async move {
+                    let mut results = histogram();
+                    let mut waiting: Vec<(runtally::ExecutionId, Instant)> = Vec::new();
+                    let mut open = true;
+                    while open || !waiting.is_empty() {
+                        // Take every new failure without waiting.
+                        loop {
+                            match rx.try_recv() {
+                                Ok(item) => waiting.push(item),
+                                Err(mpsc::error::TryRecvError::Empty) => break,
+                                Err(mpsc::error::TryRecvError::Disconnected) => {
+                                    open = false;
+                                    break;
+                                }
+                            }
+                        }
+                        if !waiting.is_empty() {
+                            let ids: Vec<runtally::ExecutionId> =
+                                waiting.iter().map(|(id, _)| id.clone()).collect();
+                            if let Ok(found) = store.executions(&ids).await {
+                                let now = Instant::now();
+                                let failed: std::collections::HashSet<String> = found
+                                    .into_iter()
+                                    .filter(|r| r.status == RunStatus::Failed)
+                                    .map(|r| r.id)
+                                    .collect();
+                                waiting.retain(|(id, since)| {
+                                    if failed.contains(id.as_str()) {
+                                        let ns = u64::try_from((now - *since).as_nanos())
+                                            .unwrap_or(u64::MAX);
+                                        results.saturating_record(ns);
+                                        false
+                                    } else {
+                                        since.elapsed() < Duration::from_secs(60)
+                                    }
+                                });
                             }
                         }
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
-                    drop(permit);
-                }));
-            }
-            for poll in polls {
-                let _ = poll.await;
-            }
-            let h = lock(&results).clone();
-            h
-        });
-        Ok(Self { tx, task })
+                    results
+                });
+                let _ = done_tx.send(results);
+            })?;
+        Ok(Self { tx, task: done_rx })
     }
 
     fn sender(&self) -> mpsc::UnboundedSender<(runtally::ExecutionId, Instant)> {

@@ -19,6 +19,9 @@ pub(crate) struct ReplayArgs {
     /// Task rows per write transaction.
     #[arg(long, default_value_t = runtally::config::DEFAULT_MAX_BATCH_ROWS)]
     max_batch_rows: usize,
+    /// Write transactions in flight at once.
+    #[arg(long, default_value_t = runtally::config::DEFAULT_WRITE_LANES)]
+    write_lanes: usize,
     /// Longest wait before a flush, in milliseconds.
     #[arg(long, default_value_t = runtally::config::DEFAULT_FLUSH_INTERVAL.as_millis() as u64)]
     flush_interval_ms: u64,
@@ -41,6 +44,7 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let config = AggregatorConfig::builder()
         .with_neo4j(args.db.neo4j()?)
         .with_max_batch_rows(args.max_batch_rows)
+        .with_write_lanes(args.write_lanes)
         .with_max_pending_rows(runtally::config::DEFAULT_MAX_PENDING_ROWS.max(args.max_batch_rows))
         .with_flush_interval(Duration::from_millis(args.flush_interval_ms.max(1)))
         .build()?;
