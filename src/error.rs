@@ -162,8 +162,13 @@ impl StoreError {
     }
 }
 
-/// An error and its sources, joined with `": "`, for one log field.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, joined with `": "`: one line for a log field or a message.
+///
+/// ```
+/// let e = runtally::StoreError::Timeout(std::time::Duration::from_secs(2));
+/// assert_eq!(runtally::error::chain(&e), "database call timed out after 2s");
+/// ```
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -54,22 +54,11 @@ async fn rejected_credentials_fail_start_with_a_permanent_auth_error() {
         "{store_error:?}"
     );
     assert!(!store_error.is_retriable());
-    let shown = format!("{err} {err:?} {}", runtally_error_chain(&err));
+    let shown = format!("{err} {err:?} {}", runtally::error::chain(&err));
     assert!(
         !shown.contains(&wrong),
         "the password is not in the error: {shown}"
     );
-}
-
-fn runtally_error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[tokio::test]
