@@ -23,7 +23,7 @@ use crate::registry::Registry;
 use crate::rows::{TaskRow, WriteBatch};
 use crate::store::{GraphStore, Neo4jStore};
 use crate::writer::inbox::{Delivery, Inbox};
-use crate::writer::messages::{Connect, Flush, ReconcileStale, Shutdown};
+use crate::writer::messages::{Connect, Drained, Flush, ReconcileStale, Shutdown};
 use crate::writer::{DbWriterActor, WriterSettings};
 
 /// What the orchestrator knows when a workflow run starts.
@@ -598,16 +598,29 @@ impl Aggregator {
     /// Stops accepting work, writes everything accepted (until `timeout`), stops runtally's
     /// threads and reports what was and was not written. Runs not finished stay as they are in
     /// the database (`running` or `failed`); see [`Aggregator::reconcile_stale`].
+    ///
+    /// Only the first call (from any clone) drains and reports the rows; a later one returns at
+    /// once with `complete: false` and nothing in `unwritten`.
     pub async fn shutdown(self, timeout: Duration) -> ShutdownReport {
         let deadline = Instant::now() + timeout;
         let inner = &self.inner;
-        inner.shared.closing.store(true, Ordering::Release);
+        if inner.shared.closing.swap(true, Ordering::AcqRel) {
+            tracing::warn!("shutdown called again; the first call reports the rows");
+            return ShutdownReport {
+                metrics: self.metrics(),
+                unwritten: Vec::new(),
+                unfinished_runs: Vec::new(),
+                complete: false,
+                spilled_rows: 0,
+                spill_error: None,
+            };
+        }
         self.drain_runs().await;
-        let drained = inner
-            .writer
-            .send(Shutdown { deadline })
-            .await
-            .unwrap_or_default();
+        // No reply means the writer is gone and nobody knows what it wrote: not complete.
+        let (drained, answered) = match inner.writer.send(Shutdown { deadline }).await {
+            Ok(drained) => (drained, true),
+            Err(_) => (Drained::default(), false),
+        };
         let unfinished_runs = inner
             .registry
             .handles()
@@ -644,8 +657,8 @@ impl Aggregator {
         inner.stopped.store(true, Ordering::Release);
         inner.runtime.stop();
         ShutdownReport {
-            metrics: inner.shared.metrics.snapshot(),
-            complete: drained.unwritten.is_empty(),
+            metrics: self.metrics(),
+            complete: answered && drained.unwritten.is_empty(),
             unwritten: drained.unwritten,
             unfinished_runs,
             spilled_rows,

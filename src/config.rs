@@ -407,7 +407,8 @@ impl AggregatorConfigBuilder {
     }
 
     /// Bound on task rows accepted and not yet written. At the bound, `task_finished` waits and
-    /// `try_task_finished` returns `Full`. Default: [`DEFAULT_MAX_PENDING_ROWS`].
+    /// `try_task_finished` returns `Full`. At most `tokio::sync::Semaphore::MAX_PERMITS`.
+    /// Default: [`DEFAULT_MAX_PENDING_ROWS`].
     pub fn with_max_pending_rows(mut self, rows: usize) -> Self {
         self.config.max_pending_rows = rows;
         self
@@ -503,6 +504,13 @@ impl AggregatorConfigBuilder {
                     "must be at least max_batch_rows ({})",
                     config.max_batch_rows
                 ),
+            ));
+        }
+        if config.max_pending_rows > tokio::sync::Semaphore::MAX_PERMITS {
+            // The bound is a semaphore's permits.
+            return Err(invalid(
+                "max_pending_rows",
+                format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS),
             ));
         }
         if config.flush_interval.is_zero() {
@@ -659,6 +667,11 @@ mod tests {
         assert_eq!(field(b().with_max_batch_rows(0)), "max_batch_rows");
         assert_eq!(
             field(b().with_max_batch_rows(10).with_max_pending_rows(5)),
+            "max_pending_rows"
+        );
+        // The bound is a semaphore's permits: above its maximum is refused, not a panic later.
+        assert_eq!(
+            field(b().with_max_pending_rows(usize::MAX)),
             "max_pending_rows"
         );
         assert_eq!(

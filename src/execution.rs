@@ -121,6 +121,7 @@ impl ExecutionActor {
         };
         let totals = self.counters.totals();
         let duration_ms = end_time.map_or(0, |end| (end - self.run.start_time).num_milliseconds());
+        let updated = Utc::now();
         ExecutionRow {
             id: self.run.id.clone(),
             plan_id: self.run.plan_id.clone(),
@@ -136,18 +137,19 @@ impl ExecutionActor {
             tokens_total: totals.tokens_total(),
             tool_calls: totals.tool_calls,
             created: self.run.created,
-            updated: Utc::now(),
+            updated,
             link_plan: std::mem::take(&mut self.link_plan),
             owner: self.run.owner.clone(),
             version: {
-                self.version += 1;
+                self.version = next_version(self.version, updated);
                 self.version
             },
         }
     }
 
-    /// Hands the run's latest state (and the task row that changed it) to the writer.
-    fn deliver(&mut self, task: Option<TaskRow>, urgent: bool) {
+    /// Hands the run's latest state (and the task row that changed it) to the writer. Returns
+    /// false if the writer has shut down (the rows are counted as dropped).
+    fn deliver(&mut self, task: Option<TaskRow>, urgent: bool) -> bool {
         let delivery = Delivery::Run {
             execution: self.execution_row(),
             task,
@@ -161,7 +163,9 @@ impl ExecutionActor {
             };
             self.metrics.rows_dropped.fetch_add(rows, Ordering::Relaxed);
             tracing::error!(execution_id = %self.run.id, rows, "writer gone; rows not written");
+            return false;
         }
+        true
     }
 
     fn handled(&self) {
@@ -194,6 +198,10 @@ impl Handler<RecordTask> for ExecutionActor {
         if self.ended.is_some() {
             return self.reject(RecordError::RunFinished(self.run.id.clone()));
         }
+        if self.inbox.is_closed() {
+            // Shutdown has taken its last rows: accepting this one would lose it.
+            return Err(RecordError::ShuttingDown);
+        }
         let RecordTask { row, permit } = msg;
         let contribution = Contribution::of(&row);
         let recorded = match self.counters.record(&row.task_id, contribution) {
@@ -215,8 +223,6 @@ impl Handler<RecordTask> for ExecutionActor {
             .fetch_add(contribution.tokens_output as u64, Ordering::Relaxed);
         m.tool_calls
             .fetch_add(contribution.tool_calls as u64, Ordering::Relaxed);
-        // From here the writer accounts for the row's slot.
-        permit.forget();
         let changed = recorded.status_before != recorded.status_after;
         if changed {
             tracing::debug!(
@@ -226,7 +232,13 @@ impl Handler<RecordTask> for ExecutionActor {
                 "run status changed"
             );
         }
-        self.deliver(Some(row), changed);
+        if !self.deliver(Some(row), changed) {
+            // The writer closed between the check above and the push: refuse the result
+            // (the permit is released as it drops).
+            return Err(RecordError::ShuttingDown);
+        }
+        // From here the writer accounts for the row's slot.
+        permit.forget();
         Ok(())
     }
 }
@@ -276,5 +288,36 @@ impl Handler<Drain> for ExecutionActor {
     /// (after every earlier one, mailboxes being FIFO) is all a drain needs.
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
         self.handled();
+    }
+}
+
+/// The execution-row version after `last`: the wall clock in microseconds, strictly increasing.
+/// From the clock, not from zero, so a run written again by a later actor (an id begun anew, or
+/// a run resumed elsewhere) is never taken for an older state and ignored.
+fn next_version(last: u64, at: DateTime<Utc>) -> u64 {
+    let clock = u64::try_from(at.timestamp_micros()).unwrap_or(0);
+    clock.max(last.saturating_add(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_follow_the_clock_and_never_repeat() {
+        let at = Utc::now();
+        let first = next_version(0, at);
+        assert_eq!(
+            first,
+            u64::try_from(at.timestamp_micros()).expect("after 1970")
+        );
+        // The same instant (a fast second write) still moves the version on.
+        assert_eq!(next_version(first, at), first + 1);
+        // A clock that steps back never takes the version back.
+        let earlier = at - chrono::Duration::seconds(5);
+        assert_eq!(next_version(first + 1, earlier), first + 2);
+        // A later actor for the same id starts above anything an earlier one wrote before.
+        let later = at + chrono::Duration::milliseconds(1);
+        assert!(next_version(0, later) > first + 2);
     }
 }

@@ -38,7 +38,7 @@
 //!                                 pending rows coalesce: latest per task,
 //!                                 latest absolute state per run
 //!                                 urgent run states go first
-//!                                 one transaction at a time, retried ──► GraphStore ──► Neo4j
+//!                                 one transaction per lane, retried ───► GraphStore ──► Neo4j
 //!                                 refused rows isolated and reported     (Neo4jStore:   (Bolt)
 //!                                                                          UNWIND $rows)
 //! ```
@@ -136,6 +136,7 @@
 //! | `with_max_batch_rows` | 500 | task rows per write transaction |
 //! | `with_flush_interval` | 100 ms | longest wait before pending rows are flushed |
 //! | `with_max_pending_rows` | 100,000 | bound on task rows waiting for the database |
+//! | `with_write_lanes` | 1 | write transactions in flight at once (each run keeps to one lane) |
 //! | `with_write_timeout` | 30 s | one write's time limit before it is retried |
 //! | `with_retry` | 50 ms doubling to 2 s, jitter | backoff between retries |
 //! | `with_arbiters` | CPUs, at most 4 | threads for the run actors |

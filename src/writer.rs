@@ -9,9 +9,10 @@
 //!
 //! Flushes start when pending task rows reach `max_batch_rows`, when `flush_interval` passes, on
 //! `flush()` and at shutdown. A run's urgent state (it failed, recovered or finished) does not
-//! wait for any of that, nor for the queue: a copy of its execution row is the very next
-//! transaction after the one in flight. (Only one transaction is ever in flight: concurrent
-//! writers conflict on shared pages and nodes, which costs more than it gains.)
+//! wait for any of that, nor for its lane's queue: a copy of its execution row is the lane's next
+//! transaction after the one in flight (alternating with the queue, so a stream of urgent states
+//! cannot starve it). One lane is the default: on ArcadeDB, concurrent transactions conflict on
+//! shared pages and nodes, and the retries stretch latency tails (see BENCHMARKS.md).
 //!
 //! A chunk that fails with a retriable error is sent again, with backoff, until it succeeds or a
 //! shutdown deadline passes. One that fails permanently is split in halves until the rows the
@@ -87,6 +88,8 @@ struct FlushWaiter {
     /// Per lane, the last seal the flush must see settled.
     seals: Vec<u64>,
     rejected_before: u64,
+    /// Rows given up (shutdown deadline) before the flush began.
+    unwritten_before: u64,
     reply: oneshot::Sender<Result<(), FlushError>>,
 }
 
@@ -106,6 +109,8 @@ struct Lane {
     pending: PendingWrites,
     busy: Option<Busy>,
     timer_due: bool,
+    /// The last write was urgent copies: the queue goes next if it has a chunk ready.
+    after_urgent: bool,
 }
 
 /// The single writer of an aggregator. Runs on its own arbiter.
@@ -119,6 +124,8 @@ pub(crate) struct DbWriterActor {
     schema_ready: bool,
     waiters: Vec<FlushWaiter>,
     rows_rejected: u64,
+    /// Rows given up at the shutdown deadline, over the writer's life.
+    rows_unwritten: u64,
     /// Finished runs whose final state is durable but whose task rows are not all settled.
     finished_durable: HashSet<ExecutionId>,
     permits: Arc<Semaphore>,
@@ -159,6 +166,7 @@ impl DbWriterActor {
             schema_ready: false,
             waiters: Vec::new(),
             rows_rejected: 0,
+            rows_unwritten: 0,
             finished_durable: HashSet::new(),
             permits,
             registry,
@@ -229,6 +237,14 @@ impl DbWriterActor {
         crate::metrics::facade::publish(&snapshot);
     }
 
+    /// Keeps rows the store will not confirm (the shutdown deadline passed) for the report.
+    fn give_up(&mut self, batches: impl IntoIterator<Item = WriteBatch>) {
+        for batch in batches {
+            self.rows_unwritten += batch.len() as u64;
+            self.unwritten.push(batch);
+        }
+    }
+
     fn deadline_passed(&self) -> bool {
         matches!(*self.deadline.borrow(), Some(d) if Instant::now() >= d)
     }
@@ -250,16 +266,20 @@ impl DbWriterActor {
         }
         if self.shutdown.is_some() && self.deadline_passed() {
             let rows = self.lanes[i].pending.drain_all();
-            self.unwritten.extend(rows);
+            self.give_up(rows);
             return;
         }
         // Writes wait for the first successful connection.
         if !self.schema_ready {
             return;
         }
-        if let Some(batch) = self.lanes[i].pending.urgent_copy() {
-            self.write_urgent(i, batch, ctx);
-            return;
+        // Urgent copies go ahead of the queue, but never twice in a row while a chunk waits.
+        let lane = &mut self.lanes[i];
+        if !(lane.after_urgent && lane.pending.oldest_queued_seal().is_some()) {
+            if let Some(batch) = lane.pending.urgent_copy() {
+                self.write_urgent(i, batch, ctx);
+                return;
+            }
         }
         let max = self.settings.max_batch_rows;
         let lane = &mut self.lanes[i];
@@ -288,10 +308,11 @@ impl DbWriterActor {
 
     /// Sends copies of urgent runs' newest state as the lane's next transaction, ahead of its
     /// queue. The originals are still written in order with the queue; versions make it
-    /// irrelevant which of the two commits last. (Only the run's own lane ever writes it, so a
-    /// copy never races another transaction to create the run's node.)
+    /// irrelevant which of the two commits last. (A run's rows go only through its own lane, so
+    /// a copy never races another of the run's writes to create its node.)
     fn write_urgent(&mut self, i: usize, batch: WriteBatch, ctx: &mut Context<Self>) {
         self.lanes[i].busy = Some(Busy::Urgent);
+        self.lanes[i].after_urgent = true;
         self.metrics.flushed(FlushReason::Urgent);
         let store = Arc::clone(&self.store);
         let settings = self.settings.clone();
@@ -340,6 +361,7 @@ impl DbWriterActor {
             seal,
             rows: batch.len(),
         });
+        self.lanes[i].after_urgent = false;
         let store = Arc::clone(&self.store);
         let settings = self.settings.clone();
         let metrics = Arc::clone(&self.metrics);
@@ -404,7 +426,7 @@ impl DbWriterActor {
                 handler(rejected);
             }
         }
-        self.unwritten.extend(outcome.unwritten);
+        self.give_up(outcome.unwritten);
         self.answer_waiters();
     }
 
@@ -448,6 +470,7 @@ impl DbWriterActor {
     fn answer_waiters(&mut self) {
         let oldest = self.oldest_outstanding();
         let rejected_now = self.rows_rejected;
+        let unwritten_now = self.rows_unwritten;
         let mut still = Vec::new();
         for waiter in self.waiters.drain(..) {
             // Done when, in every lane, every chunk of its seal or an earlier one is settled.
@@ -457,9 +480,14 @@ impl DbWriterActor {
                 .zip(&oldest)
                 .all(|(seal, oldest)| oldest.is_none_or(|oldest| *seal < oldest));
             if done {
-                let result = match rejected_now - waiter.rejected_before {
-                    0 => Ok(()),
-                    rows => Err(FlushError::Rejected { rows }),
+                // Rows given up at shutdown are not written: the flush did not succeed.
+                let result = if unwritten_now > waiter.unwritten_before {
+                    Err(FlushError::ShuttingDown)
+                } else {
+                    match rejected_now - waiter.rejected_before {
+                        0 => Ok(()),
+                        rows => Err(FlushError::Rejected { rows }),
+                    }
                 };
                 let _ = waiter.reply.send(result);
             } else {
@@ -497,19 +525,22 @@ impl DbWriterActor {
             return;
         }
         if let Some(reply) = self.shutdown.take() {
-            for lane in &mut self.lanes {
-                self.unwritten.extend(lane.pending.drain_all());
+            for i in 0..self.lanes.len() {
+                let rows = self.lanes[i].pending.drain_all();
+                self.give_up(rows);
             }
             #[cfg(feature = "metrics")]
             self.publish_metrics();
-            let unwritten = std::mem::take(&mut self.unwritten);
+            let unwritten = batch::coalesce(std::mem::take(&mut self.unwritten));
             self.answer_waiters();
             let _ = reply.send(Drained { unwritten });
         }
     }
 
-    /// Pings the store and creates the schema; on a retriable failure tries again in the
-    /// background until it works. Writes wait for it.
+    /// Pings the store and creates the schema; on failure tries again in the background until it
+    /// works. Writes wait for it. Only the first attempt's caller (`Aggregator::start`) takes a
+    /// permanent error as final; afterwards any error is logged and retried, since the server may
+    /// be fixed while rows wait.
     fn connect(
         &mut self,
         ctx: &mut Context<Self>,
@@ -535,16 +566,21 @@ impl DbWriterActor {
                     tracing::info!("database reachable; schema in place");
                     act.pump(ctx);
                 }
-                Err(e) if e.is_retriable() => {
+                Err(e) if e.is_retriable() || reply.is_none() => {
                     act.metrics.database_up.store(false, Relaxed);
                     act.metrics.write_errors.fetch_add(1, Relaxed);
                     let delay = act.settings.retry.max();
-                    tracing::warn!(error = %chain(e), retry_in_ms = delay.as_millis() as u64, "database unreachable; retrying");
+                    if e.is_retriable() {
+                        tracing::warn!(error = %chain(e), retry_in_ms = delay.as_millis() as u64, "database unreachable; retrying");
+                    } else {
+                        tracing::error!(error = %chain(e), code = e.code().unwrap_or(""), retry_in_ms = delay.as_millis() as u64, "database refused the connection; retrying");
+                    }
                     ctx.run_later(delay, |act, ctx| act.connect(ctx, None));
                     // With a shutdown deadline and no database, give up in time.
                     act.pump(ctx);
                 }
                 Err(e) => {
+                    // The first attempt: `Aggregator::start` reports it and stops.
                     act.metrics.database_up.store(false, Relaxed);
                     tracing::error!(error = %chain(e), "database refused the connection");
                 }
@@ -575,17 +611,23 @@ impl Actor for DbWriterActor {
         ctx.run_interval(METRICS_PUBLISH_INTERVAL, |act, _| act.publish_metrics());
         ctx.run_interval(self.settings.heartbeat_interval, |act, ctx| {
             let runs = act.registry.live_ids();
-            if !runs.is_empty() && act.shutdown.is_none() {
-                // The heartbeat rides in lane 0: it only refreshes a timestamp, so the order
-                // against the runs' own writes does not matter.
-                let lane = &mut act.lanes[0];
-                lane.pending.set_heartbeat(Heartbeat {
-                    at: chrono::Utc::now(),
-                    runs,
-                });
-                lane.timer_due = true;
-                act.pump(ctx);
+            if runs.is_empty() || act.shutdown.is_some() {
+                return;
             }
+            // Each run's heartbeat rides in its own lane, so lanes never touch each other's
+            // nodes (which would conflict on servers with optimistic locking).
+            let at = chrono::Utc::now();
+            let mut per_lane = vec![Vec::new(); act.lanes.len()];
+            for run in runs {
+                per_lane[lane_of(&run, act.lanes.len())].push(run);
+            }
+            for (lane, runs) in act.lanes.iter_mut().zip(per_lane) {
+                if !runs.is_empty() {
+                    lane.pending.set_heartbeat(Heartbeat { at, runs });
+                    lane.timer_due = true;
+                }
+            }
+            act.pump(ctx);
         });
     }
 }
@@ -621,6 +663,7 @@ impl Handler<Flush> for DbWriterActor {
         self.waiters.push(FlushWaiter {
             seals,
             rejected_before: self.rows_rejected,
+            unwritten_before: self.rows_unwritten,
             reply: tx,
         });
         self.pump(ctx);
@@ -644,6 +687,11 @@ impl Handler<Shutdown> for DbWriterActor {
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         self.metrics.writer_messages.fetch_add(1, Relaxed);
+        if self.inbox.is_closed() {
+            // `Aggregator::shutdown` sends this once; a second one must not take the first
+            // one's reply (and its rows) away.
+            return Box::pin(async { Drained::default() });
+        }
         // Nothing new is accepted from here; whatever was pushed before is taken now.
         self.inbox.close();
         self.take_inbox();
@@ -673,6 +721,25 @@ impl Handler<ReconcileStale> for DbWriterActor {
                 Err(_) => Err(StoreError::Timeout(timeout)),
             }
         })
+    }
+}
+
+/// Completes when the shutdown deadline (set now or later) passes; never if none is set.
+async fn deadline_reached(deadline: &mut watch::Receiver<Option<Instant>>) {
+    loop {
+        let limit = *deadline.borrow_and_update();
+        match limit {
+            Some(at) => {
+                tokio::time::sleep_until(at.into()).await;
+                return;
+            }
+            None => {
+                if deadline.changed().await.is_err() {
+                    // The writer is gone; nothing will set a deadline any more.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
     }
 }
 
@@ -744,9 +811,15 @@ async fn write_with_retry(
         if budget.is_zero() {
             return Err(Failure::OutOfTime);
         }
-        let result = match tokio::time::timeout(budget, store.write(batch)).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(budget)),
+        // The budget is fixed now, but a shutdown deadline may be set while the write is in
+        // flight: stop at whichever comes first.
+        let write = tokio::time::timeout(budget, store.write(batch));
+        let result = tokio::select! {
+            result = write => match result {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Timeout(budget)),
+            },
+            () = deadline_reached(deadline) => return Err(Failure::OutOfTime),
         };
         let error = match result {
             Ok(()) => {

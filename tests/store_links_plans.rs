@@ -94,3 +94,35 @@ async fn a_node_with_the_plan_id_but_another_type_is_not_linked() {
     write(&store, vec![started(&exec, &other, 0)], vec![]).await;
     assert!(edges(&graph, &exec).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_row_asking_for_the_link_links_even_when_a_newer_state_is_stored() {
+    let store = store().await;
+    let graph = raw_graph();
+    let exec = unique("plan-overtaken");
+    let plan = unique("plan");
+    create_plan(&graph, &plan).await;
+    // An urgent copy of a later state commits first, without the link ...
+    let mut newer = started(&exec, &plan, 3);
+    newer.version = 9;
+    newer.tasks_failed = 1;
+    newer.link_plan = false;
+    write(&store, vec![newer], vec![]).await;
+    // ... then the run's first row, which asks for it, arrives with an older version.
+    let mut first = started(&exec, &plan, 3);
+    first.version = 1;
+    first.link_plan = true;
+    write(&store, vec![first], vec![]).await;
+
+    assert_eq!(
+        edges(&graph, &exec).await,
+        vec![(exec.clone(), "EXECUTES_PLAN".into(), plan.clone())]
+    );
+    let stored = props(&graph, &exec).await;
+    assert_eq!(
+        stored["tasksFailed"],
+        int(1),
+        "the older row did not overwrite the newer state"
+    );
+    assert_eq!(stored["runtallyVersion"], int(9));
+}

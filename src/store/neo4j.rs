@@ -1,7 +1,7 @@
 //! [`GraphStore`] over Bolt with `neo4rs`: the seed's graph, written in batches.
 //!
-//! Each batch is one explicit transaction of at most two `UNWIND $rows` statements, executions
-//! first. All values travel as parameters; the Cypher text is constant. Every `SET` writes an
+//! Each batch is one explicit transaction of `UNWIND $rows` statements: executions first, then
+//! tasks, then the heartbeat of live runs (each only when the batch has such rows). All values travel as parameters; the Cypher text is constant. Every `SET` writes an
 //! absolute value, so a batch sent twice (a retry after a lost commit) changes nothing.
 //!
 //! Relationship `MERGE`s start from the task node (`MERGE (te)<-[:R]-(exec)`): the other way
@@ -23,13 +23,14 @@ use crate::rows::{iso_millis, ExecutionRow, TaskRow, WriteBatch};
 /// Upserts execution nodes with absolute values, unless the node already holds a newer version
 /// of the run (an urgent copy that overtook this write). `created` only on creation; the plan
 /// link only when the row asks for it (first and final writes), because merging it scans the
-/// execution's edges.
+/// execution's edges. The link does not depend on the version: a row that lost to a newer copy
+/// may still be the one that asks for it.
 const UPSERT_EXECUTIONS: &str = "\
 UNWIND $rows AS row
 MERGE (exec:Node {id: row.id})
 ON CREATE SET exec.created = datetime(row.created)
 WITH exec, row
-WHERE coalesce(exec.runtallyVersion, -1) <= row.version
+FOREACH (_ IN CASE WHEN coalesce(exec.runtallyVersion, -1) <= row.version THEN [1] ELSE [] END |
 SET exec.type = 'orchestration_execution',
     exec.planId = row.planId,
     exec.status = row.status,
@@ -46,7 +47,7 @@ SET exec.type = 'orchestration_execution',
     exec.updated = datetime(row.updated),
     exec.runtallyOwner = row.owner,
     exec.runtallyHeartbeat = datetime(row.updated),
-    exec.runtallyVersion = row.version
+    exec.runtallyVersion = row.version)
 WITH exec, row WHERE row.linkPlan
 MATCH (plan:Node {id: row.planId})
 WHERE plan.type = 'orchestration_plan'

@@ -296,11 +296,29 @@ pub(crate) fn split(mut batch: WriteBatch) -> Result<(WriteBatch, WriteBatch), W
 
 /// Keeps the newest execution row per run. A plan link asked for by any of the merged rows is
 /// kept: it is only asked for on first and final writes.
+/// Rows given up at shutdown, merged as the writer would have: each run's newest state and each
+/// task's latest row, once. (A run can be in several of them: in a chunk that was in flight, in
+/// rows that arrived meanwhile, and in both halves of a split.)
+pub(crate) fn coalesce(batches: Vec<WriteBatch>) -> Vec<WriteBatch> {
+    if batches.len() < 2 {
+        return batches;
+    }
+    let mut pending = PendingWrites::default();
+    for batch in batches {
+        pending.push(batch.executions, batch.tasks, false);
+    }
+    pending.drain_all()
+}
+
+/// Keeps the newer of two states of a run (by version; the later one when equal), and the plan
+/// link if either asks for it.
 fn coalesce_execution(rows: &mut Map<ExecutionId, ExecutionRow>, row: ExecutionRow) {
     match rows.get_mut(&row.id) {
         Some(slot) => {
             let link_plan = slot.link_plan || row.link_plan;
-            *slot = row;
+            if row.version >= slot.version {
+                *slot = row;
+            }
             slot.link_plan = link_plan;
         }
         None => {
@@ -345,6 +363,54 @@ mod tests {
 
     fn drain(p: &mut PendingWrites) -> Vec<Chunk> {
         std::iter::from_fn(|| p.next_chunk()).collect()
+    }
+
+    #[test]
+    fn rows_given_up_at_shutdown_keep_each_run_and_task_once_newest_first() {
+        // A chunk in flight, rows that arrived meanwhile, and the two halves of a split.
+        let in_flight = WriteBatch::new(vec![exec(1, 1), exec(2, 1)], vec![task(1, 1, 1)]);
+        let arrived = WriteBatch::new(vec![exec(1, 3)], vec![task(1, 1, 3), task(1, 2, 3)]);
+        let left = WriteBatch::new(vec![exec(2, 2)], vec![task(2, 1, 2)]);
+        let right = WriteBatch::new(vec![exec(2, 2)], vec![task(2, 2, 2)]);
+        let merged = coalesce(vec![in_flight, arrived, left, right]);
+        let executions: Vec<_> = merged.iter().flat_map(|b| &b.executions).collect();
+        let mut states: Vec<_> = executions
+            .iter()
+            .map(|e| (e.id.as_str().to_owned(), e.tool_calls))
+            .collect();
+        states.sort();
+        assert_eq!(states, vec![("run-1".into(), 3), ("run-2".into(), 2)]);
+        let mut tasks: Vec<_> = merged
+            .iter()
+            .flat_map(|b| &b.tasks)
+            .map(|t| (t.id.as_str().to_owned(), t.tool_calls))
+            .collect();
+        tasks.sort();
+        assert_eq!(
+            tasks,
+            vec![
+                ("run-1-t1".into(), 3),
+                ("run-1-t2".into(), 3),
+                ("run-2-t1".into(), 2),
+                ("run-2-t2".into(), 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_older_state_pushed_late_does_not_replace_a_newer_one() {
+        let mut p = PendingWrites::default();
+        p.push([exec(1, 5)], vec![], false);
+        let mut older = exec(1, 4);
+        older.link_plan = true;
+        p.push([older], vec![], false);
+        p.seal(10);
+        let chunk = p.next_chunk().expect("chunk");
+        assert_eq!(chunk.batch.executions[0].tool_calls, 5);
+        assert!(
+            chunk.batch.executions[0].link_plan,
+            "the link request is kept"
+        );
     }
 
     #[test]

@@ -65,12 +65,22 @@ impl Inbox {
     /// delivery is returned as is rather than boxed).
     #[allow(clippy::result_large_err)]
     pub(crate) fn push(&self, delivery: Delivery) -> Result<(), Delivery> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(delivery);
+        {
+            // Checked under the lock `close` takes too: a push either lands before the
+            // writer's last take, or is refused.
+            let mut items = lock(&self.items);
+            if self.closed.load(Ordering::Acquire) {
+                return Err(delivery);
+            }
+            items.push(delivery);
         }
-        lock(&self.items).push(delivery);
         self.ring();
         Ok(())
+    }
+
+    /// Whether the writer has stopped taking deliveries.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     fn ring(&self) {
@@ -99,6 +109,7 @@ impl Inbox {
 
     /// Refuses further pushes (the writer is stopping).
     pub(crate) fn close(&self) {
+        let _items = lock(&self.items);
         self.closed.store(true, Ordering::Release);
     }
 
@@ -138,7 +149,9 @@ mod tests {
     #[test]
     fn a_closed_inbox_gives_deliveries_back() {
         let inbox = Inbox::default();
+        assert!(!inbox.is_closed());
         inbox.close();
+        assert!(inbox.is_closed());
         assert!(inbox.push(delivery()).is_err());
         assert_eq!(inbox.len(), 0);
     }

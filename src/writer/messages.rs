@@ -11,8 +11,9 @@ use crate::rows::WriteBatch;
 /// Sent by `Aggregator::flush` once every run actor has drained (rows themselves arrive through
 /// the writer's [`Inbox`](super::inbox::Inbox), announced by a [`Ring`](super::inbox::Ring)).
 ///
-/// Reply: `Ok(())` when every row pending at the time of the message is written;
-/// [`FlushError::Rejected`] if some were refused by the database and reported instead.
+/// Reply: `Ok(())` when every row pending at the time of the message is written in every lane;
+/// [`FlushError::Rejected`] if some were refused by the database and reported instead;
+/// [`FlushError::ShuttingDown`] if a shutdown deadline left rows unwritten meanwhile.
 #[derive(Message)]
 #[rtype(result = "Result<(), FlushError>")]
 pub(crate) struct Flush;
@@ -25,9 +26,10 @@ pub(crate) struct Flush;
 #[rtype(result = "Result<(), StoreError>")]
 pub(crate) struct Connect;
 
-/// Sent by `Aggregator::shutdown` after every run actor has drained.
+/// Sent once by `Aggregator::shutdown` after every run actor has drained; closes the inbox.
 ///
-/// Reply: once everything pending is written, or at `deadline` with what was not.
+/// Reply: once everything pending is written, or at `deadline` (writes in flight are abandoned
+/// then) with what was not. A second `Shutdown` gets an empty reply at once.
 #[derive(Message)]
 #[rtype(result = "Drained")]
 pub(crate) struct Shutdown {
