@@ -5,7 +5,7 @@
 //! on `#[tokio::main]`, on another executor, or on plain threads needs nothing else. Every
 //! future returned here is executor-agnostic.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -130,18 +130,25 @@ impl RunHandle {
         self.run.ended.load(Ordering::Acquire)
     }
 
-    /// Reports a finished task. Waits while pending writes are at `max_pending_rows`
-    /// (backpressure); returns once the run's counters include the result.
+    /// Reports a finished task. Waits while pending writes are at `max_pending_rows` or the
+    /// run's mailbox is full (backpressure); otherwise returns as soon as the result is in the
+    /// run actor's mailbox, without waiting for the actor's turn. The actor counts results in
+    /// the order they arrive, so a later [`snapshot`](RunHandle::snapshot),
+    /// [`finish`](RunHandle::finish) or [`Aggregator::flush`] includes this one.
     ///
     /// A result re-sent for the same task id replaces the earlier one everywhere. A failure
     /// makes the run `failed` at once and its state is written ahead of the queue.
     ///
     /// # Errors
     ///
-    /// - [`RecordError::Invalid`]: the definition and result name different tasks, or a count
-    ///   is above `i64::MAX`.
+    /// - [`RecordError::Invalid`]: the definition and result name different tasks, a count is
+    ///   above `i64::MAX`, or a run total would pass it.
     /// - [`RecordError::RunFinished`]: the run was finished or cancelled (counted).
     /// - [`RecordError::ShuttingDown`]: the aggregator is shutting down.
+    ///
+    /// A result that races with `finish`/`cancel` (or shutdown) from another task may be
+    /// accepted here and refused by the actor: it is then counted in `rejected_messages` and
+    /// logged at WARN, as with [`RunHandle::try_task_finished`].
     pub async fn task_finished(
         &self,
         task: TaskDefinition,
@@ -153,7 +160,22 @@ impl RunHandle {
             .await
             .map_err(|_| RecordError::ShuttingDown)?;
         self.sending();
-        match self.addr.send(RecordTask { row, permit }).await {
+        let mut message = RecordTask {
+            row,
+            permit,
+            answered: false,
+        };
+        // The common case: room in the mailbox and no run total anywhere near the Bolt limit, so
+        // nothing the actor could refuse for a typed answer. Anything else waits for the actor.
+        if self.run.add_weight(&message.row) {
+            match self.addr.try_send(message) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Full(back)) => message = back,
+                Err(SendError::Closed(_)) => return Err(self.undeliverable()),
+            }
+        }
+        message.answered = true;
+        match self.addr.send(message).await {
             Ok(result) => result,
             Err(_) => Err(self.undeliverable()),
         }
@@ -180,7 +202,14 @@ impl RunHandle {
             Err(tokio::sync::TryAcquireError::Closed) => return Err(RecordError::ShuttingDown),
         };
         self.sending();
-        match self.addr.try_send(RecordTask { row, permit }) {
+        // Counted on the caller's side too, so a run near the limit is answered exactly by
+        // `task_finished`; here the actor's refusal is counted and logged.
+        let _fits = self.run.add_weight(&row);
+        match self.addr.try_send(RecordTask {
+            row,
+            permit,
+            answered: false,
+        }) {
             Ok(()) => Ok(()),
             Err(SendError::Full(_)) => {
                 self.not_sent();
@@ -536,6 +565,7 @@ impl Aggregator {
             owner: Some(Arc::clone(&inner.owner)),
             ended: AtomicBool::new(false),
             final_snapshot: OnceLock::new(),
+            accepted_weight: AtomicU64::new(0),
         });
         let handle = inner.registry.insert_new(start.execution_id, || {
             let worker =

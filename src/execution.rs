@@ -7,7 +7,7 @@
 //! A status change (the first failure, or a re-sent success clearing the last one) and the final
 //! state are marked urgent: the writer puts them ahead of its queue.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use actix::prelude::*;
@@ -61,6 +61,27 @@ pub(crate) struct RunShared {
     pub(crate) owner: Option<Arc<str>>,
     pub(crate) ended: AtomicBool,
     pub(crate) final_snapshot: OnceLock<RunSnapshot>,
+    /// Sum of the tokens and tool calls of every result accepted for this run (re-sent ones
+    /// included): an upper bound of every run total, kept by the callers.
+    pub(crate) accepted_weight: AtomicU64,
+}
+
+impl RunShared {
+    /// Adds the row to the accepted weight. Returns true while that bound (so every run total)
+    /// stays within Bolt's integer range: the actor cannot then refuse the row for overflow.
+    pub(crate) fn add_weight(&self, row: &TaskRow) -> bool {
+        let weight = [row.tokens_input, row.tokens_output, row.tool_calls]
+            .into_iter()
+            .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+            .fold(0u64, u64::saturating_add);
+        let before = self
+            .accepted_weight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                Some(w.saturating_add(weight))
+            })
+            .unwrap_or(u64::MAX);
+        before.saturating_add(weight) <= i64::MAX as u64
+    }
 }
 
 /// The actor that keeps one run's counters. Started by `Aggregator::begin_run` on one of
@@ -172,6 +193,20 @@ impl ExecutionActor {
         self.metrics.run_handled.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Refuses a task result: counted, and logged when its sender was already told it was
+    /// accepted (nobody reads this reply then).
+    fn refuse(&self, row: &TaskRow, answered: bool, error: RecordError) -> Result<(), RecordError> {
+        if !answered {
+            tracing::warn!(
+                execution_id = %self.run.id,
+                task_id = %row.task_id,
+                error = %crate::error::chain(&error),
+                "task result refused after it was accepted"
+            );
+        }
+        self.reject(error)
+    }
+
     fn reject<T>(&self, error: RecordError) -> Result<T, RecordError> {
         self.metrics
             .rejected_messages
@@ -195,18 +230,26 @@ impl Handler<RecordTask> for ExecutionActor {
 
     fn handle(&mut self, msg: RecordTask, _: &mut Context<Self>) -> Self::Result {
         self.handled();
-        if self.ended.is_some() {
-            return self.reject(RecordError::RunFinished(self.run.id.clone()));
-        }
-        if self.inbox.is_closed() {
+        let RecordTask {
+            row,
+            permit,
+            answered,
+        } = msg;
+        let refused = if self.ended.is_some() {
+            Some(RecordError::RunFinished(self.run.id.clone()))
+        } else if self.inbox.is_closed() {
             // Shutdown has taken its last rows: accepting this one would lose it.
-            return Err(RecordError::ShuttingDown);
+            Some(RecordError::ShuttingDown)
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            return self.refuse(&row, answered, error);
         }
-        let RecordTask { row, permit } = msg;
         let contribution = Contribution::of(&row);
         let recorded = match self.counters.record(&row.task_id, contribution) {
             Ok(recorded) => recorded,
-            Err(e) => return self.reject(RecordError::Invalid(e)),
+            Err(e) => return self.refuse(&row, answered, RecordError::Invalid(e)),
         };
         let m = &self.metrics;
         if contribution.failed {
@@ -233,8 +276,8 @@ impl Handler<RecordTask> for ExecutionActor {
             );
         }
         if !self.deliver(Some(row), changed) {
-            // The writer closed between the check above and the push: refuse the result
-            // (the permit is released as it drops).
+            // The writer is gone (counted as dropped by `deliver`); the permit is released as
+            // it drops.
             return Err(RecordError::ShuttingDown);
         }
         // From here the writer accounts for the row's slot.

@@ -101,9 +101,15 @@
 //!
 //! # Delivery guarantees
 //!
-//! - **Accepted means counted.** When [`task_finished`](RunHandle::task_finished) returns `Ok`,
-//!   the result is in the run's counters and its row is queued for writing. Invalid input is a
-//!   typed error and changes nothing.
+//! - **Accepted means queued, in order.** When [`task_finished`](RunHandle::task_finished)
+//!   returns `Ok`, the result is in its run actor's bounded mailbox (the call does not wait for
+//!   the actor's turn, so the orchestrator pays microseconds). The actor counts results in the
+//!   order they arrive: a [`snapshot`](RunHandle::snapshot), [`finish`](RunHandle::finish),
+//!   [`flush`](Aggregator::flush) or [`shutdown`](Aggregator::shutdown) issued afterwards
+//!   includes it. Invalid input, including a result that would take a run total past Bolt's
+//!   integer range, is a typed error and changes nothing. Only a result racing a concurrent
+//!   `finish`/`cancel`/shutdown can be refused after `Ok`; it is counted in
+//!   `rejected_messages` and logged at WARN.
 //! - **Exactly once in the graph.** Every write is an idempotent `MERGE` of absolute values, so a
 //!   batch sent twice (a retry after a lost commit) changes nothing, and a result re-sent for
 //!   the same task replaces the earlier one everywhere.

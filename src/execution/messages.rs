@@ -16,12 +16,16 @@ use crate::rows::TaskRow;
 /// accepted the writer frees it when the row is written, replaced or rejected.
 ///
 /// Reply: `Ok(())` once counted, [`RecordError::RunFinished`] after `finish`/`cancel`,
-/// [`RecordError::Invalid`] if a run total would overflow.
+/// [`RecordError::Invalid`] if a run total would overflow, [`RecordError::ShuttingDown`]. Most
+/// results are sent without waiting for the reply (`answered: false`): a refusal is then
+/// counted and logged, since no caller will read it.
 #[derive(Message)]
 #[rtype(result = "Result<(), RecordError>")]
 pub(crate) struct RecordTask {
     pub(crate) row: TaskRow,
     pub(crate) permit: OwnedSemaphorePermit,
+    /// Whether the sender waits for the reply.
+    pub(crate) answered: bool,
 }
 
 /// Sent by [`RunHandle::finish`](crate::RunHandle::finish) and

@@ -99,16 +99,13 @@ impl PendingWrites {
             coalesce_execution(&mut self.open_executions, row);
         }
         for row in tasks {
-            if self.open_tasks.contains(row.id.as_str()) {
+            let run = row.execution_id.clone();
+            // Replaces an open row of the same task in place (its position is kept).
+            if self.open_tasks.replace_full(Keyed(row)).1.is_some() {
                 pushed.replaced += 1;
             } else {
-                *self
-                    .outstanding
-                    .entry(row.execution_id.clone())
-                    .or_insert(0) += 1;
+                *self.outstanding.entry(run).or_insert(0) += 1;
             }
-            // Replaces an open row of the same task in place (its position is kept).
-            self.open_tasks.replace_full(Keyed(row));
         }
         pushed
     }
@@ -166,10 +163,10 @@ impl PendingWrites {
         self.next_seal += 1;
         let seal = self.next_seal;
         let max = max_task_rows.max(1);
-        let mut executions: Vec<ExecutionRow> = std::mem::take(&mut self.open_executions)
-            .into_values()
-            .collect();
-        let tasks = std::mem::take(&mut self.open_tasks);
+        // Drained, not taken: the open sets keep their capacity for the next rows.
+        let mut executions: Vec<ExecutionRow> =
+            self.open_executions.drain(..).map(|(_, row)| row).collect();
+        let tasks = self.open_tasks.drain(..);
         let mut heartbeat = self.heartbeat.take();
         self.queued_task_rows += tasks.len();
         let mut current = Vec::with_capacity(max.min(tasks.len()));
@@ -188,6 +185,10 @@ impl PendingWrites {
             let mut batch = WriteBatch::new(executions, current);
             batch.heartbeat = heartbeat.take();
             self.queue.push_back(Chunk { seal, batch });
+        }
+        // After a backlog (a database outage), give the memory back.
+        if self.open_tasks.capacity() > max.saturating_mul(4) {
+            self.open_tasks.shrink_to(max);
         }
         Some(seal)
     }

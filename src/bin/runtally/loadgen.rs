@@ -251,7 +251,8 @@ async fn drive_run(
         if failing && !failed {
             failed = true;
             if let Some(probe) = probe {
-                let _ = probe.send((run.execution_id.clone(), done));
+                // From the call, not its return: the actor may count the result after the call returns.
+                let _ = probe.send((run.execution_id.clone(), t));
             }
         }
     }

@@ -1,0 +1,89 @@
+//! `task_finished` returns as soon as the result is in the run actor's mailbox. That must never
+//! be visible to the caller: a snapshot, finish or flush sent afterwards includes every result
+//! sent before it, and a run near the Bolt integer limit still gets typed answers.
+//!
+//! Actor logic only (an in-memory store): persistence is proven by the database tests.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use runtally::error::ModelError;
+use runtally::store::MemoryStore;
+use runtally::{Aggregator, AggregatorConfig, RecordError, RunStart};
+
+async fn aggregator(store: &MemoryStore) -> Aggregator {
+    let config = AggregatorConfig::builder()
+        .with_run_mailbox(8)
+        .build()
+        .expect("config");
+    Aggregator::start_with_store(config, Arc::new(store.clone()))
+        .await
+        .expect("start")
+}
+
+#[tokio::test]
+async fn a_snapshot_after_task_finished_includes_every_result_sent_before_it() {
+    let store = MemoryStore::new();
+    let agg = aggregator(&store).await;
+    let run = agg
+        .begin_run(RunStart::new(exec_id("ordered"), plan_id("p"), 3000))
+        .expect("begin");
+    for t in 0..3000u64 {
+        let (d, r) = result(&format!("t{t}"), t % 100 == 7, 2, 1, 1);
+        run.task_finished(d, r).await.expect("accepted");
+        if t % 500 == 499 {
+            // Right after the call returns, without any flush in between.
+            let snap = run.snapshot().await.expect("snapshot");
+            let sent = (t + 1) as i64;
+            assert_eq!(
+                snap.totals.tasks_successful + snap.totals.tasks_failed,
+                sent
+            );
+            assert_eq!(snap.totals.tokens_input, 2 * sent);
+        }
+    }
+    let last = run.finish(chrono::Utc::now()).await.expect("finish");
+    assert_eq!(last.totals.tasks_failed, 30);
+    assert_eq!(last.totals.tasks_successful, 2970);
+    agg.flush().await.expect("flush");
+    assert_eq!(store.tasks_of("ordered").len(), 3000);
+    assert_eq!(store.execution("ordered").map(|e| e.tool_calls), Some(3000));
+    let _ = agg.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_run_total_passing_the_bolt_limit_is_still_a_typed_error() {
+    let store = MemoryStore::new();
+    let agg = aggregator(&store).await;
+    let run = agg
+        .begin_run(RunStart::new(exec_id("near-limit"), plan_id("p"), 3))
+        .expect("begin");
+    let (d, r) = result("a", false, 0, 0, 0);
+    run.task_finished(d, r.with_tool_calls(i64::MAX as u64 - 1))
+        .await
+        .expect("fits");
+    let (d, r) = result("b", false, 0, 0, 0);
+    let err = run
+        .task_finished(d, r.with_tool_calls(2))
+        .await
+        .expect_err("the run's tool calls would pass i64::MAX");
+    assert!(
+        matches!(
+            err,
+            RecordError::Invalid(ModelError::CountOutOfRange { .. })
+        ),
+        "{err:?}"
+    );
+    // Replacing task a with a small value brings the run back into range: answered exactly.
+    let (d, r) = result("a", false, 0, 0, 1);
+    run.task_finished(d, r).await.expect("replaces a");
+    let (d, r) = result("b", false, 0, 0, 2);
+    run.task_finished(d, r).await.expect("now fits");
+    let snap = run.snapshot().await.expect("snapshot");
+    assert_eq!(snap.totals.tool_calls, 3);
+    assert_eq!(agg.metrics().rejected_messages, 1);
+    let _ = agg.shutdown(Duration::from_secs(5)).await;
+}
