@@ -55,6 +55,9 @@ async fn a_refused_row_is_isolated_reported_and_everything_else_written() {
             let def = TaskDefinition::new(task_id(&format!("t{t}"))).with_title(title);
             run.task_finished(def, res).await.expect("accepted");
         }
+        // Run actors work concurrently: wait until this run's rows are at the writer, so that
+        // run 0's title is the one written first and run 1's duplicate the one refused.
+        run.snapshot().await.expect("snapshot");
         runs.push(run);
     }
     let flushed = agg.flush().await;
