@@ -10,8 +10,9 @@
 //! Flushes start when pending task rows reach `max_batch_rows`, when `flush_interval` passes, on
 //! `flush()` and at shutdown. A run's urgent state (it failed, recovered or finished) does not
 //! wait for any of that, nor for its lane's queue: a copy of its execution row is the lane's next
-//! transaction after the one in flight (alternating with the queue, so a stream of urgent states
-//! cannot starve it). One lane is the default: on ArcadeDB, concurrent transactions conflict on
+//! transaction after the one in flight (unless urgent copies have kept a due queue waiting for a
+//! whole `flush_interval`: then the queue goes once, so a stream of urgent states cannot starve
+//! it). One lane is the default: on ArcadeDB, concurrent transactions conflict on
 //! shared pages and nodes, and the retries stretch latency tails (see BENCHMARKS.md).
 //!
 //! A chunk that fails with a retriable error is sent again, with backoff, until it succeeds or a
@@ -109,8 +110,10 @@ struct Lane {
     pending: PendingWrites,
     busy: Option<Busy>,
     timer_due: bool,
-    /// The last write was urgent copies: the queue goes next if it has a chunk ready.
-    after_urgent: bool,
+    /// Since when urgent copies have been going ahead of a queue that was due. After
+    /// `flush_interval` of that, the queue goes first once, so a stream of urgent states cannot
+    /// starve it.
+    queue_passed_over: Option<Instant>,
 }
 
 /// The single writer of an aggregator. Runs on its own arbiter.
@@ -273,17 +276,11 @@ impl DbWriterActor {
         if !self.schema_ready {
             return;
         }
-        // Urgent copies go ahead of the queue, but never twice in a row while a chunk waits.
-        let lane = &mut self.lanes[i];
-        if !(lane.after_urgent && lane.pending.oldest_queued_seal().is_some()) {
-            if let Some(batch) = lane.pending.urgent_copy() {
-                self.write_urgent(i, batch, ctx);
-                return;
-            }
-        }
         let max = self.settings.max_batch_rows;
+        let flush_interval = self.settings.flush_interval;
+        let shutting_down = self.shutdown.is_some();
         let lane = &mut self.lanes[i];
-        let reason = if self.shutdown.is_some() {
+        let reason = if shutting_down {
             Some(FlushReason::Shutdown)
         } else if lane.pending.open_task_rows() >= max {
             Some(FlushReason::Size)
@@ -292,6 +289,23 @@ impl DbWriterActor {
         } else {
             None
         };
+        // Urgent copies go ahead of the queue, unless they have kept a due queue waiting for a
+        // whole flush interval already.
+        let queue_due = reason.is_some() || lane.pending.oldest_queued_seal().is_some();
+        let queue_overdue = queue_due
+            && lane
+                .queue_passed_over
+                .is_some_and(|since| since.elapsed() >= flush_interval);
+        if !queue_overdue {
+            if let Some(batch) = lane.pending.urgent_copy() {
+                if queue_due {
+                    lane.queue_passed_over.get_or_insert_with(Instant::now);
+                }
+                self.write_urgent(i, batch, ctx);
+                return;
+            }
+        }
+        let lane = &mut self.lanes[i];
         // Seal only behind an empty queue: rows left open keep coalescing meanwhile.
         if let Some(reason) = reason {
             if lane.pending.oldest_queued_seal().is_none() {
@@ -312,7 +326,6 @@ impl DbWriterActor {
     /// a copy never races another of the run's writes to create its node.)
     fn write_urgent(&mut self, i: usize, batch: WriteBatch, ctx: &mut Context<Self>) {
         self.lanes[i].busy = Some(Busy::Urgent);
-        self.lanes[i].after_urgent = true;
         self.metrics.flushed(FlushReason::Urgent);
         let store = Arc::clone(&self.store);
         let settings = self.settings.clone();
@@ -361,7 +374,7 @@ impl DbWriterActor {
             seal,
             rows: batch.len(),
         });
-        self.lanes[i].after_urgent = false;
+        self.lanes[i].queue_passed_over = None;
         let store = Arc::clone(&self.store);
         let settings = self.settings.clone();
         let metrics = Arc::clone(&self.metrics);

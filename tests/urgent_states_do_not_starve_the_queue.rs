@@ -1,0 +1,120 @@
+//! Urgent run states (a failure, a recovery, an end) are written ahead of the queue, but a run
+//! that changes state without pause must not keep every other row from the database: after a
+//! flush interval of being passed over, the queue goes first once.
+//!
+//! Actor logic only, with an in-memory store whose writes take a while (as a real database's
+//! do), so that new urgent states are always waiting when a write completes.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::*;
+use runtally::rows::WriteBatch;
+use runtally::store::{BoxFuture, GraphStore, MemoryStore};
+use runtally::{Aggregator, AggregatorConfig, RunStart};
+
+/// A [`MemoryStore`] whose every write takes `delay`.
+#[derive(Clone)]
+struct SlowStore {
+    inner: MemoryStore,
+    delay: Duration,
+}
+
+impl GraphStore for SlowStore {
+    fn write<'a>(
+        &'a self,
+        batch: &'a WriteBatch,
+    ) -> BoxFuture<'a, Result<(), runtally::StoreError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.write(batch).await
+        })
+    }
+
+    fn ensure_schema(&self) -> BoxFuture<'_, Result<(), runtally::StoreError>> {
+        self.inner.ensure_schema()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), runtally::StoreError>> {
+        self.inner.ping()
+    }
+
+    fn reconcile_stale(
+        &self,
+        cutoff: DateTime<Utc>,
+        except_owner: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<String>, runtally::StoreError>> {
+        self.inner.reconcile_stale(cutoff, except_owner, now)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_flipping_state_without_pause_does_not_starve_other_rows() {
+    let memory = MemoryStore::new();
+    let store = SlowStore {
+        inner: memory.clone(),
+        delay: Duration::from_millis(20),
+    };
+    let config = AggregatorConfig::builder()
+        .with_flush_interval(Duration::from_millis(50))
+        .build()
+        .expect("config");
+    let agg = Aggregator::start_with_store(config, Arc::new(store))
+        .await
+        .expect("start");
+
+    // A run that fails and recovers (a success re-sent for the failed task) over and over:
+    // every result changes its status, so an urgent state is always waiting.
+    let flipping = agg
+        .begin_run(RunStart::new(exec_id("flipping"), plan_id("p"), 1))
+        .expect("begin");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = tokio::spawn({
+        let stop = Arc::clone(&stop);
+        async move {
+            let mut failed = false;
+            while !stop.load(Ordering::Relaxed) {
+                failed = !failed;
+                let (d, r) = result("t1", failed, 1, 1, 1);
+                flipping.task_finished(d, r).await.expect("accepted");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    // Let the urgent stream get going, then report ordinary results of another run.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let quiet = agg
+        .begin_run(RunStart::new(exec_id("quiet"), plan_id("p"), 10))
+        .expect("begin");
+    for t in 0..10 {
+        let (d, r) = result(&format!("t{t}"), false, 1, 1, 1);
+        quiet.task_finished(d, r).await.expect("accepted");
+    }
+    let sent = Instant::now();
+    let mut written = 0;
+    while sent.elapsed() < Duration::from_secs(3) {
+        written = memory.tasks_of("quiet").len();
+        if written == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waited = sent.elapsed();
+    let urgent_writes = agg.metrics().flush_reasons.urgent;
+    stop.store(true, Ordering::Relaxed);
+    flipper.await.expect("flipper");
+    assert_eq!(
+        written, 10,
+        "the quiet run's rows waited {waited:?} behind {urgent_writes} urgent writes"
+    );
+    assert!(
+        urgent_writes > 10,
+        "the urgent stream was real: {urgent_writes}"
+    );
+    let _ = agg.shutdown(Duration::from_secs(5)).await;
+}
