@@ -1,6 +1,6 @@
-//! Actor logic at the edges of shutdown and reconnection, with test stores that hang or refuse
-//! on cue (no database: these tests are about what the writer does when the store misbehaves,
-//! not about persistence).
+//! Actor logic at the edges of shutdown and reconnection, with a store that hangs or refuses on
+//! cue (no database: these tests are about what the writer does when the store misbehaves, not
+//! about persistence).
 //!
 //! - A write hanging in flight is abandoned at the shutdown deadline, not at `write_timeout`.
 //! - A `flush()` that shutdown cuts short is an error, never `Ok`.
@@ -9,69 +9,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use common::scripted_store::{Ping, ScriptedStore};
 use common::*;
-use runtally::rows::WriteBatch;
-use runtally::store::{BoxFuture, GraphStore, MemoryStore};
-use runtally::{Aggregator, AggregatorConfig, FlushError, RetryPolicy, RunStart, StoreError};
-
-/// Delegates to a [`MemoryStore`], except that writes hang forever while `hang` is set and the
-/// first `refuse_pings` pings after `ping_ok` fail.
-#[derive(Clone, Default)]
-struct Puppet {
-    inner: MemoryStore,
-    hang: Arc<AtomicBool>,
-    /// Ping outcomes to play, in order: `true` a retriable failure, `false` a permanent one.
-    ping_script: Arc<std::sync::Mutex<Vec<bool>>>,
-    pings: Arc<AtomicUsize>,
-}
-
-impl GraphStore for Puppet {
-    fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            if self.hang.load(Ordering::SeqCst) {
-                std::future::pending::<()>().await;
-            }
-            self.inner.write(batch).await
-        })
-    }
-
-    fn ensure_schema(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.ensure_schema()
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.pings.fetch_add(1, Ordering::SeqCst);
-        let next = {
-            let mut script = self.ping_script.lock().expect("script lock");
-            (!script.is_empty()).then(|| script.remove(0))
-        };
-        Box::pin(async move {
-            match next {
-                None => Ok(()),
-                Some(true) => Err(StoreError::Timeout(Duration::from_millis(1))),
-                // Not retriable by itself (like a changed password or a broken schema).
-                Some(false) => Err(StoreError::Orphaned {
-                    expected: 1,
-                    missing: 1,
-                }),
-            }
-        })
-    }
-
-    fn reconcile_stale(
-        &self,
-        cutoff: DateTime<Utc>,
-        except_owner: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.inner.reconcile_stale(cutoff, except_owner, now)
-    }
-}
+use runtally::{Aggregator, AggregatorConfig, FlushError, RetryPolicy, RunStart};
 
 fn config(write_timeout: Duration) -> AggregatorConfig {
     AggregatorConfig::builder()
@@ -95,7 +39,7 @@ async fn one_result(agg: &Aggregator, name: &str) {
 
 #[tokio::test]
 async fn a_write_hanging_in_flight_is_abandoned_at_the_deadline() {
-    let store = Puppet::default();
+    let store = ScriptedStore::default();
     store.hang.store(true, Ordering::SeqCst);
     // A write budget far beyond the test's patience: only the shutdown deadline can end it.
     let agg = Aggregator::start_with_store(config(Duration::from_secs(300)), Arc::new(store))
@@ -114,7 +58,7 @@ async fn a_write_hanging_in_flight_is_abandoned_at_the_deadline() {
 
 #[tokio::test]
 async fn a_flush_cut_short_by_shutdown_is_an_error() {
-    let store = Puppet::default();
+    let store = ScriptedStore::default();
     store.hang.store(true, Ordering::SeqCst);
     let agg = Aggregator::start_with_store(config(Duration::from_secs(300)), Arc::new(store))
         .await
@@ -140,8 +84,8 @@ async fn a_flush_cut_short_by_shutdown_is_an_error() {
 
 #[tokio::test]
 async fn only_the_first_of_two_shutdowns_drains() {
-    let store = Puppet::default();
-    let memory = store.inner.clone();
+    let store = ScriptedStore::default();
+    let memory = store.memory.clone();
     let agg = Aggregator::start_with_store(config(Duration::from_secs(5)), Arc::new(store))
         .await
         .expect("start");
@@ -164,11 +108,12 @@ async fn only_the_first_of_two_shutdowns_drains() {
 
 #[tokio::test]
 async fn a_permanent_error_while_reconnecting_is_retried() {
-    let store = Puppet::default();
+    let store = ScriptedStore::default();
     // Unreachable at start (so start succeeds and keeps trying), then refused twice, then fine.
-    *store.ping_script.lock().expect("script lock") = vec![true, false, false];
-    let memory = store.inner.clone();
-    let pings = Arc::clone(&store.pings);
+    *store.pings.lock().expect("script lock") =
+        vec![Ping::Unreachable, Ping::Refused, Ping::Refused];
+    let memory = store.memory.clone();
+    let pings = Arc::clone(&store.pinged);
     let agg = Aggregator::start_with_store(config(Duration::from_secs(5)), Arc::new(store))
         .await
         .expect("a retriable first failure does not fail start");

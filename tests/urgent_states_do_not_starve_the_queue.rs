@@ -11,55 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use common::scripted_store::ScriptedStore;
 use common::*;
-use runtally::rows::WriteBatch;
-use runtally::store::{BoxFuture, GraphStore, MemoryStore};
 use runtally::{Aggregator, AggregatorConfig, RunStart};
-
-/// A [`MemoryStore`] whose every write takes `delay`.
-#[derive(Clone)]
-struct SlowStore {
-    inner: MemoryStore,
-    delay: Duration,
-}
-
-impl GraphStore for SlowStore {
-    fn write<'a>(
-        &'a self,
-        batch: &'a WriteBatch,
-    ) -> BoxFuture<'a, Result<(), runtally::StoreError>> {
-        Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
-            self.inner.write(batch).await
-        })
-    }
-
-    fn ensure_schema(&self) -> BoxFuture<'_, Result<(), runtally::StoreError>> {
-        self.inner.ensure_schema()
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), runtally::StoreError>> {
-        self.inner.ping()
-    }
-
-    fn reconcile_stale(
-        &self,
-        cutoff: DateTime<Utc>,
-        except_owner: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'_, Result<Vec<String>, runtally::StoreError>> {
-        self.inner.reconcile_stale(cutoff, except_owner, now)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_flipping_state_without_pause_does_not_starve_other_rows() {
-    let memory = MemoryStore::new();
-    let store = SlowStore {
-        inner: memory.clone(),
-        delay: Duration::from_millis(20),
+    let store = ScriptedStore {
+        write_delay: Duration::from_millis(20),
+        ..ScriptedStore::default()
     };
+    let memory = store.memory.clone();
     let config = AggregatorConfig::builder()
         .with_flush_interval(Duration::from_millis(50))
         .build()

@@ -267,6 +267,7 @@ pub fn result(
 }
 
 pub mod private_db;
+pub mod scripted_store;
 
 /// What an event stream implies for each run: totals over each task's latest result, the final
 /// status, and the duration in milliseconds (0 while running).

@@ -1,0 +1,82 @@
+//! A store for actor-logic tests that misbehaves on cue: writes that take a while or hang, and
+//! pings that fail in a scripted order. Everything else goes to a [`MemoryStore`] (no database:
+//! these tests are about what the writer does, not about persistence).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use runtally::rows::WriteBatch;
+use runtally::store::{BoxFuture, GraphStore, MemoryStore};
+use runtally::StoreError;
+
+/// How one scripted ping ends.
+#[derive(Debug, Clone, Copy)]
+pub enum Ping {
+    /// A retriable failure (the server is unreachable).
+    Unreachable,
+    /// A permanent one (credentials changed, the schema step refused).
+    Refused,
+}
+
+/// Clones share the script and the data.
+#[derive(Clone, Default)]
+pub struct ScriptedStore {
+    /// Where the writes land.
+    pub memory: MemoryStore,
+    /// While set, writes never finish.
+    pub hang: Arc<AtomicBool>,
+    /// How long every write takes.
+    pub write_delay: Duration,
+    /// Outcomes of the next pings, in order; an empty script answers `Ok`.
+    pub pings: Arc<Mutex<Vec<Ping>>>,
+    /// Pings received.
+    pub pinged: Arc<AtomicUsize>,
+}
+
+impl GraphStore for ScriptedStore {
+    fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if self.hang.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            if !self.write_delay.is_zero() {
+                tokio::time::sleep(self.write_delay).await;
+            }
+            self.memory.write(batch).await
+        })
+    }
+
+    fn ensure_schema(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.memory.ensure_schema()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.pinged.fetch_add(1, Ordering::SeqCst);
+        let next = {
+            let mut script = self.pings.lock().expect("ping script");
+            (!script.is_empty()).then(|| script.remove(0))
+        };
+        Box::pin(async move {
+            match next {
+                None => Ok(()),
+                Some(Ping::Unreachable) => Err(StoreError::Timeout(Duration::from_millis(1))),
+                // Not retriable by itself.
+                Some(Ping::Refused) => Err(StoreError::Orphaned {
+                    expected: 1,
+                    missing: 1,
+                }),
+            }
+        })
+    }
+
+    fn reconcile_stale(
+        &self,
+        cutoff: DateTime<Utc>,
+        except_owner: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.memory.reconcile_stale(cutoff, except_owner, now)
+    }
+}
