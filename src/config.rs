@@ -237,7 +237,7 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RUN_MAILBOX: usize = 256;
 /// Default time between heartbeats of live runs (see `Aggregator::reconcile_stale`).
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
-/// Default upper bound on run-actor threads (the default is the number of CPUs, at most this).
+/// Default upper bound on run-actor threads (the default is half the CPUs, at most this).
 pub const DEFAULT_MAX_ARBITERS: usize = 4;
 
 /// How an [`Aggregator`](crate::Aggregator) connects and batches.
@@ -364,10 +364,12 @@ impl AggregatorConfig {
     }
 }
 
+/// Half the CPUs, between 1 and [`DEFAULT_MAX_ARBITERS`]. A run actor's work per result is about
+/// a microsecond, so one thread keeps up with most hosts; the host's own threads and the writer
+/// need the other cores (on 2 CPUs, 1 arbiter did 975k results/s in the `hot_path` bench, 2 did
+/// 573k/s: see BENCHMARKS.md).
 fn default_arbiters() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, DEFAULT_MAX_ARBITERS)
+    (std::thread::available_parallelism().map_or(1, usize::from) / 2).clamp(1, DEFAULT_MAX_ARBITERS)
 }
 
 /// Builds an [`AggregatorConfig`].
@@ -423,8 +425,8 @@ impl AggregatorConfigBuilder {
         self
     }
 
-    /// Threads that run the per-run actors (the writer has its own). Default: the number of
-    /// CPUs, at most [`DEFAULT_MAX_ARBITERS`].
+    /// Threads that run the per-run actors (the writer has its own). Default: half the CPUs,
+    /// at least 1 and at most [`DEFAULT_MAX_ARBITERS`].
     pub fn with_arbiters(mut self, n: usize) -> Self {
         self.config.arbiters = n;
         self

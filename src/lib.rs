@@ -145,7 +145,7 @@
 //! | `with_write_lanes` | 1 | write transactions in flight at once (each run keeps to one lane) |
 //! | `with_write_timeout` | 30 s | one write's time limit before it is retried |
 //! | `with_retry` | 50 ms doubling to 2 s, jitter | backoff between retries |
-//! | `with_arbiters` | CPUs, at most 4 | threads for the run actors |
+//! | `with_arbiters` | half the CPUs, 1 to 4 | threads for the run actors |
 //! | `with_run_mailbox` | 256 | messages queued per run before senders wait |
 //! | `with_heartbeat_interval` | 30 s | heartbeat of live runs, for reconciliation |
 //! | `with_spill_path` | none | where shutdown appends rows it could not write |
