@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::AggregatorConfig;
 use crate::error::{BeginError, ConfigError, FlushError, RecordError, StartError, StoreError};
-use crate::execution::messages::{Drain, FinishRun, GetSnapshot, RecordTask};
+use crate::execution::messages::{Drain, FinishRun, GetSnapshot, RecordTask, Unanswered};
 use crate::execution::{ExecutionActor, RunShared, RunSnapshot};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::model::{check_count, ExecutionId, PlanId, TaskDefinition, TaskResult};
@@ -159,22 +159,31 @@ impl RunHandle {
             .acquire_owned()
             .await
             .map_err(|_| RecordError::ShuttingDown)?;
+        // The wait for a slot can outlast the start of a shutdown; a result accepted now would
+        // reach its actor after the writer closed.
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(RecordError::ShuttingDown);
+        }
         self.sending();
         let mut message = RecordTask {
             row,
             permit,
-            answered: false,
+            unanswered: None,
         };
         // The common case: room in the mailbox and no run total anywhere near the Bolt limit, so
         // nothing the actor could refuse for a typed answer. Anything else waits for the actor.
         if self.run.add_weight(&message.row) {
+            message.unanswered = Some(Unanswered::new(Arc::clone(&self.run)));
             match self.addr.try_send(message) {
                 Ok(()) => return Ok(()),
                 Err(SendError::Full(back)) => message = back,
-                Err(SendError::Closed(_)) => return Err(self.undeliverable()),
+                Err(SendError::Closed(mut back)) => {
+                    back.disarm();
+                    return Err(self.undeliverable());
+                }
             }
+            message.disarm();
         }
-        message.answered = true;
         match self.addr.send(message).await {
             Ok(result) => result,
             Err(_) => Err(self.undeliverable()),
@@ -208,14 +217,18 @@ impl RunHandle {
         match self.addr.try_send(RecordTask {
             row,
             permit,
-            answered: false,
+            unanswered: Some(Unanswered::new(Arc::clone(&self.run))),
         }) {
             Ok(()) => Ok(()),
-            Err(SendError::Full(_)) => {
+            Err(SendError::Full(mut back)) => {
+                back.disarm();
                 self.not_sent();
                 Err(self.full())
             }
-            Err(SendError::Closed(_)) => Err(self.undeliverable()),
+            Err(SendError::Closed(mut back)) => {
+                back.disarm();
+                Err(self.undeliverable())
+            }
         }
     }
 
@@ -407,6 +420,11 @@ struct Inner {
     spill_path: Option<std::path::PathBuf>,
     owner: Arc<str>,
     stopped: AtomicBool,
+    /// What the writer answered to the one `Shutdown` message (and whether it answered), until
+    /// a `shutdown` call collects it.
+    drained: Mutex<Option<(Drained, bool)>>,
+    /// Set once `drained` is filled.
+    drained_ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for Inner {
@@ -525,6 +543,8 @@ impl Aggregator {
                 spill_path: config.spill_path.clone(),
                 owner,
                 stopped: AtomicBool::new(false),
+                drained: Mutex::new(None),
+                drained_ready: tokio::sync::watch::channel(false).0,
             }),
         };
         match writer.send(Connect).await {
@@ -566,6 +586,7 @@ impl Aggregator {
             ended: AtomicBool::new(false),
             final_snapshot: OnceLock::new(),
             accepted_weight: AtomicU64::new(0),
+            metrics: Arc::clone(&inner.shared.metrics),
         });
         let handle = inner.registry.insert_new(start.execution_id, || {
             let worker =
@@ -629,13 +650,23 @@ impl Aggregator {
     /// threads and reports what was and was not written. Runs not finished stay as they are in
     /// the database (`running` or `failed`); see [`Aggregator::reconcile_stale`].
     ///
-    /// Only the first call (from any clone) drains and reports the rows; a later one returns at
-    /// once with `complete: false` and nothing in `unwritten`.
+    /// The first call (from any clone) starts the shutdown on runtally's own threads, with its
+    /// `timeout`; it runs to the end even if that call's future is dropped. Every call waits for
+    /// it, and one of them collects the rows and reports them: if the first call was cancelled,
+    /// call `shutdown` again to get the report. Any other call returns `complete: false` with
+    /// nothing in `unwritten`.
     pub async fn shutdown(self, timeout: Duration) -> ShutdownReport {
         let deadline = Instant::now() + timeout;
         let inner = &self.inner;
-        if inner.shared.closing.swap(true, Ordering::AcqRel) {
-            tracing::warn!("shutdown called again; the first call reports the rows");
+        if !inner.shared.closing.swap(true, Ordering::AcqRel) {
+            self.start_shutdown(deadline);
+        }
+        let mut ready = inner.drained_ready.subscribe();
+        // The sender lives in `inner`, which `self` holds: this cannot fail.
+        let _ = ready.wait_for(|ready| *ready).await;
+        let collected = lock_ignoring_poison(&inner.drained).take();
+        let Some((drained, answered)) = collected else {
+            tracing::warn!("shutdown called again; another call reports the rows");
             return ShutdownReport {
                 metrics: self.metrics(),
                 unwritten: Vec::new(),
@@ -644,12 +675,6 @@ impl Aggregator {
                 spilled_rows: 0,
                 spill_error: None,
             };
-        }
-        self.drain_runs().await;
-        // No reply means the writer is gone and nobody knows what it wrote: not complete.
-        let (drained, answered) = match inner.writer.send(Shutdown { deadline }).await {
-            Ok(drained) => (drained, true),
-            Err(_) => (Drained::default(), false),
         };
         let unfinished_runs = inner
             .registry
@@ -765,6 +790,27 @@ impl Aggregator {
         snapshot
     }
 
+    /// Drains the run actors and hands the writer its `Shutdown`, as a task of runtally's own
+    /// system, so that dropping the `shutdown` future cannot lose the writer's answer.
+    fn start_shutdown(&self, deadline: Instant) {
+        let this = self.clone();
+        let work = async move {
+            this.drain_runs().await;
+            // No reply means the writer is gone and nobody knows what it wrote: not complete.
+            let outcome = match this.inner.writer.send(Shutdown { deadline }).await {
+                Ok(drained) => (drained, true),
+                Err(_) => (Drained::default(), false),
+            };
+            *lock_ignoring_poison(&this.inner.drained) = Some(outcome);
+            this.inner.drained_ready.send_replace(true);
+        };
+        if !self.inner.runtime.system.arbiter().spawn(work) {
+            // runtally's system is gone: nothing can be drained.
+            *lock_ignoring_poison(&self.inner.drained) = Some((Drained::default(), false));
+            self.inner.drained_ready.send_replace(true);
+        }
+    }
+
     async fn drain_runs(&self) {
         let handles = self.inner.registry.handles();
         futures_util::future::join_all(handles.iter().map(RunHandle::drain)).await;
@@ -796,4 +842,10 @@ fn default_instance_id() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".to_owned());
     format!("{host}/{}/{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// The data behind these locks stays consistent across a panic (whole values are swapped in and
+/// out), so a poisoned lock is used as is.
+fn lock_ignoring_poison<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

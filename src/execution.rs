@@ -64,6 +64,8 @@ pub(crate) struct RunShared {
     /// Sum of the tokens and tool calls of every result accepted for this run (re-sent ones
     /// included): an upper bound of every run total, kept by the callers.
     pub(crate) accepted_weight: AtomicU64,
+    /// The aggregator's metrics, for results dropped unhandled (see `messages::Unanswered`).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl RunShared {
@@ -233,8 +235,15 @@ impl Handler<RecordTask> for ExecutionActor {
         let RecordTask {
             row,
             permit,
-            answered,
+            unanswered,
         } = msg;
+        let answered = match unanswered {
+            Some(receipt) => {
+                receipt.settle();
+                false
+            }
+            None => true,
+        };
         let refused = if self.ended.is_some() {
             Some(RecordError::RunFinished(self.run.id.clone()))
         } else if self.inbox.is_closed() {

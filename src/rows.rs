@@ -62,8 +62,9 @@ pub struct ExecutionRow {
     /// the seed's readers ignore). Used to find runs orphaned by a crashed process.
     #[serde(rename = "runtallyOwner")]
     pub owner: Option<Arc<str>>,
-    /// `runtallyVersion`: counts the states a run actor produced. A store applies a row only if
-    /// it is not older than what the node holds, so two writes of one run may commit in either
+    /// `runtallyVersion`: the wall clock in microseconds when the run actor built the row,
+    /// strictly increasing per run. A store applies a row only if it is not older than what the
+    /// node holds, so two writes of one run may commit in either
     /// order (an urgent copy overtaking the queue) and the newest still wins.
     #[serde(rename = "runtallyVersion", default)]
     pub version: u64,

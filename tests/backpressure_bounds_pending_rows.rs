@@ -127,3 +127,60 @@ async fn a_tiny_bound_slows_senders_but_loses_nothing() {
     assert!(report.complete);
     assert_eq!(report.metrics.task_rows_written, 300);
 }
+
+/// A sender waiting at the bound when shutdown begins is refused once it gets its slot, rather
+/// than told `Ok` for a result the closed writer would never take.
+#[tokio::test]
+async fn a_sender_waiting_at_the_bound_when_shutdown_begins_is_refused() {
+    let store = MemoryStore::new();
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = Arc::clone(&open);
+    store.fail_with(move |_| {
+        (!gate.load(Ordering::SeqCst)).then(|| StoreError::Timeout(Duration::from_millis(1)))
+    });
+    let config = AggregatorConfig::builder()
+        .with_max_batch_rows(2)
+        .with_max_pending_rows(4)
+        .with_flush_interval(Duration::from_millis(5))
+        .with_retry(runtally::RetryPolicy::new(
+            Duration::from_millis(5),
+            Duration::from_millis(10),
+        ))
+        .build()
+        .expect("config");
+    let agg = Aggregator::start_with_store(config, Arc::new(store.clone()))
+        .await
+        .expect("start");
+    let run = agg
+        .begin_run(RunStart::new(exec_id("bp-shutdown"), plan_id("p"), 10))
+        .expect("begin");
+    for t in 0..4 {
+        let (d, r) = result(&format!("t{t}"), false, 1, 1, 1);
+        run.task_finished(d, r).await.expect("within the bound");
+    }
+    let waiting = tokio::spawn({
+        let run = run.clone();
+        async move {
+            let (d, r) = result("t4", false, 1, 1, 1);
+            run.task_finished(d, r).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "task_finished waits at the bound");
+    let shutting_down = tokio::spawn(agg.clone().shutdown(Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The database comes back: the writer drains and frees the waiting sender's slot.
+    open.store(true, Ordering::SeqCst);
+    let late = waiting.await.expect("join");
+    assert!(
+        matches!(late, Err(RecordError::ShuttingDown)),
+        "refused, not lost: {late:?}"
+    );
+    let report = shutting_down.await.expect("join");
+    assert!(report.complete);
+    assert_eq!(store.task_count(), 4, "everything accepted is written");
+    assert_eq!(
+        report.metrics.rejected_messages, 0,
+        "nothing refused after Ok"
+    );
+}

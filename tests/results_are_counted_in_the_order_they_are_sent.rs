@@ -87,3 +87,63 @@ async fn a_run_total_passing_the_bolt_limit_is_still_a_typed_error() {
     assert_eq!(agg.metrics().rejected_messages, 1);
     let _ = agg.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_racing_finish_are_either_counted_or_reported_never_lost() {
+    let store = MemoryStore::new();
+    let config = AggregatorConfig::builder()
+        .with_run_mailbox(4096)
+        .build()
+        .expect("config");
+    let agg = Aggregator::start_with_store(config, Arc::new(store.clone()))
+        .await
+        .expect("start");
+    let mut sent = 0i64;
+    let mut refused_here = 0u64;
+    let mut counted = 0i64;
+    for round in 0..20 {
+        let run = agg
+            .begin_run(RunStart::new(
+                exec_id(&format!("race-{round}")),
+                plan_id("p"),
+                2000,
+            ))
+            .expect("begin");
+        // `finish` goes out first; the results follow without waiting, so some land in the
+        // mailbox behind it.
+        let finishing = tokio::spawn({
+            let run = run.clone();
+            async move { run.finish(chrono::Utc::now()).await }
+        });
+        tokio::task::yield_now().await;
+        for t in 0..1000 {
+            let (d, r) = result(&format!("t{t}"), false, 1, 1, 1);
+            match run.try_task_finished(d, r) {
+                Ok(()) => sent += 1,
+                Err(RecordError::RunFinished(_)) => {
+                    sent += 1;
+                    refused_here += 1;
+                }
+                // Not taken at all (counted as a full rejection): the caller keeps the result.
+                Err(RecordError::Full) => {}
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        let last = finishing.await.expect("task").expect("finish");
+        counted += last.totals.tasks_successful;
+    }
+    // Let the actors drop whatever was still queued when they stopped.
+    agg.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rejected = agg.metrics().rejected_messages as i64;
+    assert!(
+        refused_here as i64 <= rejected,
+        "{refused_here} refused here, {rejected} counted"
+    );
+    assert_eq!(
+        counted + rejected,
+        sent,
+        "every result is counted by its run or reported as rejected"
+    );
+    let _ = agg.shutdown(Duration::from_secs(5)).await;
+}

@@ -4,7 +4,8 @@
 //!
 //! - A write hanging in flight is abandoned at the shutdown deadline, not at `write_timeout`.
 //! - A `flush()` that shutdown cuts short is an error, never `Ok`.
-//! - Of two `shutdown` calls from clones, only the first drains and claims completeness.
+//! - Of two `shutdown` calls from clones, only one reports the rows and claims completeness,
+//!   and a cancelled first call leaves them for the next.
 //! - A permanent error while reconnecting does not stop the writer from trying again.
 
 mod common;
@@ -83,7 +84,7 @@ async fn a_flush_cut_short_by_shutdown_is_an_error() {
 }
 
 #[tokio::test]
-async fn only_the_first_of_two_shutdowns_drains() {
+async fn of_two_shutdowns_only_one_reports_the_rows() {
     let store = ScriptedStore::default();
     let memory = store.memory.clone();
     let agg = Aggregator::start_with_store(config(Duration::from_secs(5)), Arc::new(store))
@@ -127,4 +128,25 @@ async fn a_permanent_error_while_reconnecting_is_retried() {
     assert_eq!(memory.execution("reconnect").map(|e| e.tool_calls), Some(3));
     let report = agg.shutdown(Duration::from_secs(5)).await;
     assert!(report.complete);
+}
+
+#[tokio::test]
+async fn a_cancelled_shutdown_can_be_collected_by_a_later_call() {
+    let store = ScriptedStore::default();
+    store.hang.store(true, Ordering::SeqCst);
+    let agg = Aggregator::start_with_store(config(Duration::from_secs(300)), Arc::new(store))
+        .await
+        .expect("start");
+    one_result(&agg, "cancelled").await;
+    // The caller gives up on the first shutdown long before its deadline...
+    let first = tokio::time::timeout(
+        Duration::from_millis(50),
+        agg.clone().shutdown(Duration::from_millis(500)),
+    )
+    .await;
+    assert!(first.is_err(), "the first call was cancelled");
+    // ...and asks again: the shutdown went on without it, and its rows are still reported.
+    let report = agg.shutdown(Duration::from_secs(5)).await;
+    assert!(!report.complete);
+    assert_eq!(report.unwritten_rows(), 2, "the run row and the task row");
 }

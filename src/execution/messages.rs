@@ -1,10 +1,13 @@
 //! Messages an [`ExecutionActor`](super::ExecutionActor) handles.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use actix::Message;
 use chrono::{DateTime, Utc};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::RunSnapshot;
+use super::{RunShared, RunSnapshot};
 use crate::error::RecordError;
 use crate::rows::TaskRow;
 
@@ -17,15 +20,59 @@ use crate::rows::TaskRow;
 ///
 /// Reply: `Ok(())` once counted, [`RecordError::RunFinished`] after `finish`/`cancel`,
 /// [`RecordError::Invalid`] if a run total would overflow, [`RecordError::ShuttingDown`]. Most
-/// results are sent without waiting for the reply (`answered: false`): a refusal is then
-/// counted and logged, since no caller will read it.
+/// results are sent without waiting for the reply (they carry an [`Unanswered`] receipt): a
+/// refusal is then counted and logged, since no caller will read it.
 #[derive(Message)]
 #[rtype(result = "Result<(), RecordError>")]
 pub(crate) struct RecordTask {
     pub(crate) row: TaskRow,
     pub(crate) permit: OwnedSemaphorePermit,
-    /// Whether the sender waits for the reply.
-    pub(crate) answered: bool,
+    /// Present while nobody waits for the reply.
+    pub(crate) unanswered: Option<Unanswered>,
+}
+
+impl RecordTask {
+    /// Someone will read the reply (or the send failed and the caller reports it): the receipt
+    /// must not count the message again.
+    pub(crate) fn disarm(&mut self) {
+        if let Some(receipt) = self.unanswered.take() {
+            receipt.settle();
+        }
+    }
+}
+
+/// The receipt of a result sent without waiting for the reply. A run actor stops as soon as
+/// it has handled `finish`/`cancel` (and all of them stop with the aggregator), and messages
+/// still in its mailbox are then dropped unhandled. The caller of such a result was told `Ok`,
+/// so the receipt, dropped unsettled, is its only trace: it counts the result as rejected (and
+/// as handled, for the mailbox-depth gauge) and logs it.
+pub(crate) struct Unanswered(Option<Arc<RunShared>>);
+
+impl Unanswered {
+    pub(crate) fn new(run: Arc<RunShared>) -> Self {
+        Self(Some(run))
+    }
+
+    /// The message reached its handler (or its sender took it back).
+    pub(crate) fn settle(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            run.metrics
+                .rejected_messages
+                .fetch_add(1, Ordering::Relaxed);
+            run.metrics.run_handled.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                execution_id = %run.id,
+                "a task result accepted for this run was dropped: the run ended (or runtally \
+                 stopped) before its actor handled it"
+            );
+        }
+    }
 }
 
 /// Sent by [`RunHandle::finish`](crate::RunHandle::finish) and

@@ -295,8 +295,6 @@ pub(crate) fn split(mut batch: WriteBatch) -> Result<(WriteBatch, WriteBatch), W
     Err(batch)
 }
 
-/// Keeps the newest execution row per run. A plan link asked for by any of the merged rows is
-/// kept: it is only asked for on first and final writes.
 /// Rows given up at shutdown, merged as the writer would have: each run's newest state and each
 /// task's latest row, once. (A run can be in several of them: in a chunk that was in flight, in
 /// rows that arrived meanwhile, and in both halves of a split.)
@@ -312,7 +310,7 @@ pub(crate) fn coalesce(batches: Vec<WriteBatch>) -> Vec<WriteBatch> {
 }
 
 /// Keeps the newer of two states of a run (by version; the later one when equal), and the plan
-/// link if either asks for it.
+/// link if either asks for it (it is only asked for on first and final writes).
 fn coalesce_execution(rows: &mut Map<ExecutionId, ExecutionRow>, row: ExecutionRow) {
     match rows.get_mut(&row.id) {
         Some(slot) => {
