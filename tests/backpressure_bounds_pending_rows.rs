@@ -11,10 +11,9 @@ use common::*;
 use runtally::store::MemoryStore;
 use runtally::{Aggregator, AggregatorConfig, RecordError, RunStart, StoreError};
 
-/// Actor logic with an in-memory store whose writes fail (retriably) until the test opens the
-/// gate: the bound holds exactly.
-#[tokio::test]
-async fn at_the_bound_senders_wait_and_try_gets_full() {
+/// An aggregator bounded at 4 pending task rows (2 per batch) over an in-memory store whose
+/// writes fail, retriably, until the returned gate is opened.
+async fn gated_aggregator() -> (Aggregator, MemoryStore, Arc<AtomicBool>) {
     let store = MemoryStore::new();
     let open = Arc::new(AtomicBool::new(false));
     let gate = Arc::clone(&open);
@@ -34,6 +33,14 @@ async fn at_the_bound_senders_wait_and_try_gets_full() {
     let agg = Aggregator::start_with_store(config, Arc::new(store.clone()))
         .await
         .expect("start");
+    (agg, store, open)
+}
+
+/// Actor logic with an in-memory store whose writes fail (retriably) until the test opens the
+/// gate: the bound holds exactly.
+#[tokio::test]
+async fn at_the_bound_senders_wait_and_try_gets_full() {
+    let (agg, store, open) = gated_aggregator().await;
     let run = agg
         .begin_run(RunStart::new(exec_id("bp"), plan_id("p"), 10))
         .expect("begin");
@@ -132,25 +139,7 @@ async fn a_tiny_bound_slows_senders_but_loses_nothing() {
 /// than told `Ok` for a result the closed writer would never take.
 #[tokio::test]
 async fn a_sender_waiting_at_the_bound_when_shutdown_begins_is_refused() {
-    let store = MemoryStore::new();
-    let open = Arc::new(AtomicBool::new(false));
-    let gate = Arc::clone(&open);
-    store.fail_with(move |_| {
-        (!gate.load(Ordering::SeqCst)).then(|| StoreError::Timeout(Duration::from_millis(1)))
-    });
-    let config = AggregatorConfig::builder()
-        .with_max_batch_rows(2)
-        .with_max_pending_rows(4)
-        .with_flush_interval(Duration::from_millis(5))
-        .with_retry(runtally::RetryPolicy::new(
-            Duration::from_millis(5),
-            Duration::from_millis(10),
-        ))
-        .build()
-        .expect("config");
-    let agg = Aggregator::start_with_store(config, Arc::new(store.clone()))
-        .await
-        .expect("start");
+    let (agg, store, open) = gated_aggregator().await;
     let run = agg
         .begin_run(RunStart::new(exec_id("bp-shutdown"), plan_id("p"), 10))
         .expect("begin");
