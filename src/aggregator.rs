@@ -22,6 +22,7 @@ use crate::model::{check_count, ExecutionId, PlanId, TaskDefinition, TaskResult}
 use crate::registry::Registry;
 use crate::rows::{TaskRow, WriteBatch};
 use crate::store::{GraphStore, Neo4jStore};
+use crate::sync::lock;
 use crate::writer::inbox::{Delivery, Inbox};
 use crate::writer::messages::{Connect, Drained, Flush, ReconcileStale, Shutdown};
 use crate::writer::{DbWriterActor, WriterSettings};
@@ -393,11 +394,7 @@ impl ActorRuntime {
 
     fn stop(&self) {
         self.system.stop();
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let thread = lock(&self.thread).take();
         if let Some(thread) = thread {
             // Joining from inside the system thread would deadlock; it ends on its own then.
             if thread.thread().id() != std::thread::current().id() {
@@ -592,12 +589,11 @@ impl Aggregator {
             let worker =
                 inner.next_worker.fetch_add(1, Ordering::Relaxed) % inner.runtime.workers.len();
             let inbox = Arc::clone(&inner.inbox);
-            let metrics = Arc::clone(&inner.shared.metrics);
             let mailbox = inner.run_mailbox;
             let actor_run = Arc::clone(&run);
             let addr =
                 ExecutionActor::start_in_arbiter(&inner.runtime.workers[worker], move |_| {
-                    ExecutionActor::new(actor_run, inbox, metrics, mailbox)
+                    ExecutionActor::new(actor_run, inbox, mailbox)
                 });
             RunHandle {
                 run,
@@ -664,7 +660,7 @@ impl Aggregator {
         let mut ready = inner.drained_ready.subscribe();
         // The sender lives in `inner`, which `self` holds: this cannot fail.
         let _ = ready.wait_for(|ready| *ready).await;
-        let collected = lock_ignoring_poison(&inner.drained).take();
+        let collected = lock(&inner.drained).take();
         let Some((drained, answered)) = collected else {
             tracing::warn!("shutdown called again; another call reports the rows");
             return ShutdownReport {
@@ -785,7 +781,7 @@ impl Aggregator {
     /// A snapshot of the aggregator's metrics.
     pub fn metrics(&self) -> MetricsSnapshot {
         let mut snapshot = self.inner.shared.metrics.snapshot();
-        snapshot.live_runs = self.inner.registry.len() as u64;
+        // Only the inbox knows its length (the registry keeps `live_runs` itself).
         snapshot.writer_actor.mailbox_depth = self.inner.inbox.len() as u64;
         snapshot
     }
@@ -801,12 +797,12 @@ impl Aggregator {
                 Ok(drained) => (drained, true),
                 Err(_) => (Drained::default(), false),
             };
-            *lock_ignoring_poison(&this.inner.drained) = Some(outcome);
+            *lock(&this.inner.drained) = Some(outcome);
             this.inner.drained_ready.send_replace(true);
         };
         if !self.inner.runtime.system.arbiter().spawn(work) {
             // runtally's system is gone: nothing can be drained.
-            *lock_ignoring_poison(&self.inner.drained) = Some((Drained::default(), false));
+            *lock(&self.inner.drained) = Some((Drained::default(), false));
             self.inner.drained_ready.send_replace(true);
         }
     }
@@ -842,10 +838,4 @@ fn default_instance_id() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".to_owned());
     format!("{host}/{}/{:08x}", std::process::id(), fastrand::u32(..))
-}
-
-/// The data behind these locks stays consistent across a panic (whole values are swapped in and
-/// out), so a poisoned lock is used as is.
-fn lock_ignoring_poison<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -1,8 +1,9 @@
 //! The per-run actor: one [`ExecutionActor`] per live workflow run.
 //!
-//! It owns the run's counters, turns each accepted task result into a task row plus the run's
-//! latest absolute state, and hands both to the writer's inbox before it replies, so a result
-//! the caller saw accepted is already on its way to the database.
+//! It owns the run's counters, turns each task result into a task row plus the run's latest
+//! absolute state, and hands both to the writer's inbox as it handles the result. Callers
+//! mostly do not wait for that (see `RunHandle::task_finished`); the mailbox is FIFO, so
+//! anything they send afterwards (a snapshot, `finish`, a drain) sees the result counted.
 //!
 //! A status change (the first failure, or a re-sent success clearing the last one) and the final
 //! state are marked urgent: the writer puts them ahead of its queue.
@@ -64,7 +65,8 @@ pub(crate) struct RunShared {
     /// Sum of the tokens and tool calls of every result accepted for this run (re-sent ones
     /// included): an upper bound of every run total, kept by the callers.
     pub(crate) accepted_weight: AtomicU64,
-    /// The aggregator's metrics, for results dropped unhandled (see `messages::Unanswered`).
+    /// The aggregator's metrics (the run actor's, and those of results dropped unhandled: see
+    /// `messages::Unanswered`).
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -97,17 +99,11 @@ pub(crate) struct ExecutionActor {
     version: u64,
     ended: Option<(RunStatus, DateTime<Utc>)>,
     inbox: Arc<Inbox>,
-    metrics: Arc<Metrics>,
     mailbox_capacity: usize,
 }
 
 impl ExecutionActor {
-    pub(crate) fn new(
-        run: Arc<RunShared>,
-        inbox: Arc<Inbox>,
-        metrics: Arc<Metrics>,
-        mailbox_capacity: usize,
-    ) -> Self {
+    pub(crate) fn new(run: Arc<RunShared>, inbox: Arc<Inbox>, mailbox_capacity: usize) -> Self {
         Self {
             run,
             counters: RunCounters::default(),
@@ -115,7 +111,6 @@ impl ExecutionActor {
             version: 0,
             ended: None,
             inbox,
-            metrics,
             mailbox_capacity,
         }
     }
@@ -184,7 +179,10 @@ impl ExecutionActor {
                 Delivery::Run { task, .. } => 1 + u64::from(task.is_some()),
                 Delivery::Restore(batch) => batch.len() as u64,
             };
-            self.metrics.rows_dropped.fetch_add(rows, Ordering::Relaxed);
+            self.run
+                .metrics
+                .rows_dropped
+                .fetch_add(rows, Ordering::Relaxed);
             tracing::error!(execution_id = %self.run.id, rows, "writer gone; rows not written");
             return false;
         }
@@ -192,7 +190,7 @@ impl ExecutionActor {
     }
 
     fn handled(&self) {
-        self.metrics.run_handled.fetch_add(1, Ordering::Relaxed);
+        self.run.metrics.run_handled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Refuses a task result: counted, and logged when its sender was already told it was
@@ -210,7 +208,8 @@ impl ExecutionActor {
     }
 
     fn reject<T>(&self, error: RecordError) -> Result<T, RecordError> {
-        self.metrics
+        self.run
+            .metrics
             .rejected_messages
             .fetch_add(1, Ordering::Relaxed);
         Err(error)
@@ -260,7 +259,7 @@ impl Handler<RecordTask> for ExecutionActor {
             Ok(recorded) => recorded,
             Err(e) => return self.refuse(&row, answered, RecordError::Invalid(e)),
         };
-        let m = &self.metrics;
+        let m = &self.run.metrics;
         if contribution.failed {
             m.tasks_failed.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -315,7 +314,7 @@ impl Handler<FinishRun> for ExecutionActor {
         let snapshot = self.snapshot();
         let _ = self.run.final_snapshot.set(snapshot.clone());
         self.run.ended.store(true, Ordering::Release);
-        self.metrics.run_finished(status);
+        self.run.metrics.run_finished(status);
         tracing::debug!(execution_id = %self.run.id, status = %status, "run finished");
         // The final state goes ahead of the queue: clients poll for it.
         self.deliver(None, true);

@@ -177,6 +177,7 @@ mod registry;
 pub mod replay;
 pub mod rows;
 pub mod store;
+mod sync;
 pub mod workload;
 mod writer;
 

@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::model::RunStatus;
+use crate::sync::lock;
 
 #[cfg(feature = "metrics")]
 pub mod facade;
@@ -164,20 +165,14 @@ impl Metrics {
         let us = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .clamp(1, 600_000_000);
-        let mut h = self
-            .flush_latency_us
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut h = lock(&self.flush_latency_us);
         // Values are clamped into the histogram's bounds, so recording cannot fail.
         let _ = h.record(us);
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         let latency = {
-            let h = self
-                .flush_latency_us
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let h = lock(&self.flush_latency_us);
             LatencySummary {
                 count: h.len(),
                 p50_ms: h.value_at_quantile(0.50) as f64 / 1000.0,

@@ -14,6 +14,7 @@ use crate::error::{BeginError, RecordError};
 use crate::events::{parse_bytes, Event, EventError};
 use crate::model::ExecutionId;
 use crate::rows::WriteBatch;
+use crate::sync::lock;
 
 /// Why one line was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -199,8 +200,4 @@ fn find(
     let run = aggregator.run(&id).ok_or(ReplayError::UnknownRun(id))?;
     *handle = Some(run.clone());
     Ok(run)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

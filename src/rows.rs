@@ -64,8 +64,8 @@ pub struct ExecutionRow {
     pub owner: Option<Arc<str>>,
     /// `runtallyVersion`: the wall clock in microseconds when the run actor built the row,
     /// strictly increasing per run. A store applies a row only if it is not older than what the
-    /// node holds, so two writes of one run may commit in either
-    /// order (an urgent copy overtaking the queue) and the newest still wins.
+    /// node holds, so two writes of one run may commit in either order (an urgent copy
+    /// overtaking the queue) and the newest still wins.
     #[serde(rename = "runtallyVersion", default)]
     pub version: u64,
 }

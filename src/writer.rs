@@ -235,7 +235,6 @@ impl DbWriterActor {
     #[cfg(feature = "metrics")]
     fn publish_metrics(&self) {
         let mut snapshot = self.metrics.snapshot();
-        snapshot.live_runs = self.registry.len() as u64;
         snapshot.writer_actor.mailbox_depth = self.inbox.len() as u64;
         crate::metrics::facade::publish(&snapshot);
     }

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -13,6 +13,7 @@ use super::{BoxFuture, GraphStore};
 use crate::error::StoreError;
 use crate::model::RunStatus;
 use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+use crate::sync::lock;
 
 type Fault = Box<dyn FnMut(&WriteBatch) -> Option<StoreError> + Send>;
 
@@ -250,12 +251,6 @@ impl GraphStore for NullStore {
     ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
-}
-
-/// Locks a mutex, recovering the data if a panicking test thread poisoned it: the maps stay
-/// consistent because every update above is a single insert or remove.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

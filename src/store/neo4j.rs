@@ -1,8 +1,9 @@
 //! [`GraphStore`] over Bolt with `neo4rs`: the seed's graph, written in batches.
 //!
 //! Each batch is one explicit transaction of `UNWIND $rows` statements: executions first, then
-//! tasks, then the heartbeat of live runs (each only when the batch has such rows). All values travel as parameters; the Cypher text is constant. Every `SET` writes an
-//! absolute value, so a batch sent twice (a retry after a lost commit) changes nothing.
+//! tasks, then the heartbeat of live runs (each only when the batch has such rows). All values
+//! travel as parameters; the Cypher text is constant. Every `SET` writes an absolute value, so a
+//! batch sent twice (a retry after a lost commit) changes nothing.
 //!
 //! Relationship `MERGE`s start from the task node (`MERGE (te)<-[:R]-(exec)`): the other way
 //! round, a server may scan all of the execution's edges for every row, and a run with thousands

@@ -37,7 +37,6 @@ pub(crate) struct Pushed {
     pub(crate) replaced: usize,
 }
 
-/// Everything accepted and not yet written.
 /// Maps on the writer's hot path hash with foldhash: keys are runtally's own ids.
 type Map<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
 
@@ -67,6 +66,7 @@ impl Equivalent<Keyed> for str {
     }
 }
 
+/// Everything accepted and not yet written.
 #[derive(Debug, Default)]
 pub(crate) struct PendingWrites {
     open_executions: Map<ExecutionId, ExecutionRow>,
@@ -220,9 +220,9 @@ impl PendingWrites {
         Some(chunk)
     }
 
-    /// The smallest seal still queued.
+    /// The smallest seal still queued (chunks queue in seal order).
     pub(crate) fn oldest_queued_seal(&self) -> Option<u64> {
-        self.queue.iter().map(|c| c.seal).min()
+        self.queue.front().map(|c| c.seal)
     }
 
     /// Records that these task rows are settled (written or rejected). Returns the runs that

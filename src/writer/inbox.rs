@@ -10,11 +10,12 @@
 //! `max_pending_rows` (the senders' semaphore), and execution rows are one per delivery.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use actix::{Message, Recipient};
 
 use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+use crate::sync::lock;
 
 /// Rows handed to the writer.
 // Deliveries are stored inline in the inbox's vector; boxing the large (and by far most common)
@@ -117,12 +118,6 @@ impl Inbox {
     pub(crate) fn len(&self) -> usize {
         lock(&self.items).len()
     }
-}
-
-/// Every critical section above is a single push or swap, so a panic cannot leave the vector
-/// half-updated: a poisoned lock is safe to use.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

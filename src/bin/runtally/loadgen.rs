@@ -251,7 +251,8 @@ async fn drive_run(
         if failing && !failed {
             failed = true;
             if let Some(probe) = probe {
-                // From the call, not its return: the actor may count the result after the call returns.
+                // From the call, not its return: the actor may count the result after the call
+                // has returned.
                 let _ = probe.send((run.execution_id.clone(), t));
             }
         }
@@ -322,6 +323,7 @@ impl FailureProbe {
                         if !waiting.is_empty() {
                             let ids: Vec<runtally::ExecutionId> =
                                 waiting.iter().map(|(id, _)| id.clone()).collect();
+                            // A failed poll is simply made again on the next tick.
                             if let Ok(found) = store.executions(&ids).await {
                                 let now = Instant::now();
                                 let failed: std::collections::HashSet<String> = found
