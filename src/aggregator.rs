@@ -15,7 +15,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::AggregatorConfig;
 use crate::error::{BeginError, ConfigError, FlushError, RecordError, StartError, StoreError};
-use crate::execution::messages::{Drain, FinishRun, GetSnapshot, RecordTask, Unanswered};
+use crate::execution::messages::{Drain, FinishRun, GetSnapshot, RecordTask, TakeResults};
+use crate::execution::results::{Pushed, ResultQueue};
 use crate::execution::{ExecutionActor, RunShared, RunSnapshot};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::model::{check_count, ExecutionId, PlanId, TaskDefinition, TaskResult};
@@ -132,8 +133,8 @@ impl RunHandle {
     }
 
     /// Reports a finished task. Waits while pending writes are at `max_pending_rows` or the
-    /// run's mailbox is full (backpressure); otherwise returns as soon as the result is in the
-    /// run actor's mailbox, without waiting for the actor's turn. The actor counts results in
+    /// run's queue is full (backpressure); otherwise returns as soon as the result is in the
+    /// run's queue, without waiting for the run actor's turn. The actor counts results in
     /// the order they arrive, so a later [`snapshot`](RunHandle::snapshot),
     /// [`finish`](RunHandle::finish) or [`Aggregator::flush`] includes this one.
     ///
@@ -165,27 +166,23 @@ impl RunHandle {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(RecordError::ShuttingDown);
         }
-        self.sending();
-        let mut message = RecordTask {
-            row,
-            permit,
-            unanswered: None,
-        };
-        // The common case: room in the mailbox and no run total anywhere near the Bolt limit, so
-        // nothing the actor could refuse for a typed answer. Anything else waits for the actor.
-        if self.run.add_weight(&message.row) {
-            message.unanswered = Some(Unanswered::new(Arc::clone(&self.run)));
-            match self.addr.try_send(message) {
-                Ok(()) => return Ok(()),
-                Err(SendError::Full(back)) => message = back,
-                Err(SendError::Closed(mut back)) => {
-                    back.disarm();
-                    return Err(self.undeliverable());
+        // The common case: room in the run's queue and no run total anywhere near the Bolt
+        // limit, so nothing the actor could refuse for a typed answer. Anything else waits for
+        // the actor.
+        let (row, permit) = if self.run.add_weight(&row) {
+            match self.run.results.push(row, permit) {
+                Pushed::Queued { wake } => {
+                    self.queued(wake);
+                    return Ok(());
                 }
+                Pushed::Full(row, permit) => (row, permit),
+                Pushed::Closed => return Err(self.closed()),
             }
-            message.disarm();
-        }
-        match self.addr.send(message).await {
+        } else {
+            (row, permit)
+        };
+        self.sending();
+        match self.addr.send(RecordTask { row, permit }).await {
             Ok(result) => result,
             Err(_) => Err(self.undeliverable()),
         }
@@ -196,7 +193,7 @@ impl RunHandle {
     ///
     /// # Errors
     ///
-    /// [`RecordError::Full`] when pending writes are at `max_pending_rows` or the run's mailbox
+    /// [`RecordError::Full`] when pending writes are at `max_pending_rows` or the run's queue
     /// is full (counted; nothing was recorded, so the caller may retry), and the errors of
     /// [`RunHandle::task_finished`]. A result that races with `finish` is refused by the run
     /// actor after this returns `Ok`; it is counted in `rejected_messages`.
@@ -211,25 +208,16 @@ impl RunHandle {
             Err(tokio::sync::TryAcquireError::NoPermits) => return Err(self.full()),
             Err(tokio::sync::TryAcquireError::Closed) => return Err(RecordError::ShuttingDown),
         };
-        self.sending();
         // Counted on the caller's side too, so a run near the limit is answered exactly by
         // `task_finished`; here the actor's refusal is counted and logged.
         let _fits = self.run.add_weight(&row);
-        match self.addr.try_send(RecordTask {
-            row,
-            permit,
-            unanswered: Some(Unanswered::new(Arc::clone(&self.run))),
-        }) {
-            Ok(()) => Ok(()),
-            Err(SendError::Full(mut back)) => {
-                back.disarm();
-                self.not_sent();
-                Err(self.full())
+        match self.run.results.push(row, permit) {
+            Pushed::Queued { wake } => {
+                self.queued(wake);
+                Ok(())
             }
-            Err(SendError::Closed(mut back)) => {
-                back.disarm();
-                Err(self.undeliverable())
-            }
+            Pushed::Full(..) => Err(self.full()),
+            Pushed::Closed => Err(self.closed()),
         }
     }
 
@@ -335,6 +323,25 @@ impl RunHandle {
 
     fn not_sent(&self) {
         self.shared.metrics.run_sent.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A result went into the run's queue; `wake`: the queue was quiet, so the actor needs a
+    /// message to take it. (A stopped actor drops that message; its queue is closed then, and
+    /// whatever it held counted as refused.)
+    fn queued(&self, wake: bool) {
+        self.sending();
+        if wake {
+            self.addr.do_send(TakeResults);
+        }
+    }
+
+    /// The run's queue is closed: the run ended, or runtally stopped.
+    fn closed(&self) -> RecordError {
+        if self.is_ended() {
+            self.rejected(RecordError::RunFinished(self.run.id.clone()))
+        } else {
+            RecordError::ShuttingDown
+        }
     }
 
     /// The run actor is gone: it stopped after finishing, or the aggregator stopped.
@@ -584,6 +591,7 @@ impl Aggregator {
             final_snapshot: OnceLock::new(),
             accepted_weight: AtomicU64::new(0),
             metrics: Arc::clone(&inner.shared.metrics),
+            results: ResultQueue::new(inner.run_mailbox),
         });
         let handle = inner.registry.insert_new(start.execution_id, || {
             let worker =

@@ -1,9 +1,10 @@
 //! The per-run actor: one [`ExecutionActor`] per live workflow run.
 //!
-//! It owns the run's counters, turns each task result into a task row plus the run's latest
-//! absolute state, and hands both to the writer's inbox as it handles the result. Callers
-//! mostly do not wait for that (see `RunHandle::task_finished`); the mailbox is FIFO, so
-//! anything they send afterwards (a snapshot, `finish`, a drain) sees the result counted.
+//! It owns the run's counters. Callers queue task results beside its mailbox (see
+//! [`results`]) and mostly do not wait; each turn the actor takes every queued result, counts
+//! them, and hands the writer's inbox the task rows plus one row with the run's latest absolute
+//! state. Every other message first takes the queue, so anything a caller sends after a result
+//! (a snapshot, `finish`, a drain) sees that result counted.
 //!
 //! A status change (the first failure, or a re-sent success clearing the last one) and the final
 //! state are marked urgent: the writer puts them ahead of its queue.
@@ -23,10 +24,12 @@ use crate::writer::inbox::{Delivery, Inbox};
 
 pub(crate) mod counters;
 pub(crate) mod messages;
+pub(crate) mod results;
 
 pub use counters::Totals;
 use counters::{Contribution, RunCounters};
-use messages::{Drain, FinishRun, GetSnapshot, RecordTask};
+use messages::{Drain, FinishRun, GetSnapshot, RecordTask, TakeResults};
+use results::{ResultQueue, Taken};
 
 /// A run's counters and status at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,9 +68,10 @@ pub(crate) struct RunShared {
     /// Sum of the tokens and tool calls of every result accepted for this run (re-sent ones
     /// included): an upper bound of every run total, kept by the callers.
     pub(crate) accepted_weight: AtomicU64,
-    /// The aggregator's metrics (the run actor's, and those of results dropped unhandled: see
-    /// `messages::Unanswered`).
+    /// The aggregator's metrics.
     pub(crate) metrics: Arc<Metrics>,
+    /// Results waiting for the actor's next turn.
+    pub(crate) results: ResultQueue,
 }
 
 impl RunShared {
@@ -165,18 +169,18 @@ impl ExecutionActor {
         }
     }
 
-    /// Hands the run's latest state (and the task row that changed it) to the writer. Returns
+    /// Hands the run's latest state (and the task rows that changed it) to the writer. Returns
     /// false if the writer has shut down (the rows are counted as dropped).
-    fn deliver(&mut self, task: Option<TaskRow>, urgent: bool) -> bool {
+    fn deliver(&mut self, tasks: Vec<TaskRow>, urgent: bool) -> bool {
         let delivery = Delivery::Run {
             execution: self.execution_row(),
-            task,
+            tasks,
             urgent,
         };
         if let Err(lost) = self.inbox.push(delivery) {
             // Only after shutdown stopped the writer; counted, never silent.
             let rows = match lost {
-                Delivery::Run { task, .. } => 1 + u64::from(task.is_some()),
+                Delivery::Run { tasks, .. } => 1 + tasks.len() as u64,
                 Delivery::Restore(batch) => batch.len() as u64,
             };
             self.run
@@ -191,6 +195,112 @@ impl ExecutionActor {
 
     fn handled(&self) {
         self.run.metrics.run_handled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Why no result can be accepted now, if none can.
+    fn closed_for_results(&self) -> Option<RecordError> {
+        if self.ended.is_some() {
+            Some(RecordError::RunFinished(self.run.id.clone()))
+        } else if self.inbox.is_closed() {
+            // Shutdown has taken its last rows: accepting one now would lose it.
+            Some(RecordError::ShuttingDown)
+        } else {
+            None
+        }
+    }
+
+    /// Counts one result. Returns whether it changed the run's status.
+    fn count(&mut self, row: &TaskRow) -> Result<bool, RecordError> {
+        let contribution = Contribution::of(row);
+        let recorded = self
+            .counters
+            .record(&row.task_id, contribution)
+            .map_err(RecordError::Invalid)?;
+        let m = &self.run.metrics;
+        if contribution.failed {
+            m.tasks_failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            m.tasks_succeeded.fetch_add(1, Ordering::Relaxed);
+        }
+        if recorded.replaced {
+            m.tasks_replaced.fetch_add(1, Ordering::Relaxed);
+        }
+        m.tokens_input
+            .fetch_add(contribution.tokens_input as u64, Ordering::Relaxed);
+        m.tokens_output
+            .fetch_add(contribution.tokens_output as u64, Ordering::Relaxed);
+        m.tool_calls
+            .fetch_add(contribution.tool_calls as u64, Ordering::Relaxed);
+        let changed = recorded.status_before != recorded.status_after;
+        if changed {
+            tracing::debug!(
+                execution_id = %self.run.id,
+                task_id = %row.task_id,
+                status = %recorded.status_after,
+                "run status changed"
+            );
+        }
+        Ok(changed)
+    }
+
+    /// Counts queued results (their callers were told `Ok` already: a refusal is counted and
+    /// logged) and hands their rows to the writer in one delivery.
+    fn process(&mut self, taken: Taken) {
+        let Taken { mut rows, permit } = taken;
+        if rows.is_empty() {
+            return;
+        }
+        let Some(mut permit) = permit else {
+            // Every queued row brings its slot; a row without one is a bug, not an input.
+            debug_assert!(false, "queued rows without their slots");
+            return;
+        };
+        self.run
+            .metrics
+            .run_handled
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        if let Some(error) = self.closed_for_results() {
+            let refused = rows.len() as u64;
+            self.run
+                .metrics
+                .rejected_messages
+                .fetch_add(refused, Ordering::Relaxed);
+            tracing::warn!(
+                execution_id = %self.run.id,
+                rows = refused,
+                error = %crate::error::chain(&error),
+                "task results refused after they were accepted"
+            );
+            return; // the slots are freed as the permit drops
+        }
+        let mut changed = false;
+        let mut refused = 0;
+        rows.retain(|row| match self.count(row) {
+            Ok(flipped) => {
+                changed |= flipped;
+                true
+            }
+            Err(error) => {
+                let _ = self.refuse(row, false, error);
+                refused += 1;
+                false
+            }
+        });
+        drop(permit.split(refused));
+        if rows.is_empty() {
+            return;
+        }
+        if self.deliver(rows, changed) {
+            // From here the writer accounts for the rows' slots.
+            permit.forget();
+        }
+    }
+
+    /// Takes and counts everything queued: called first by every handler, so a message sees
+    /// every result queued before it was sent.
+    fn process_queued(&mut self) {
+        let taken = self.run.results.take();
+        self.process(taken);
     }
 
     /// Refuses a task result: counted, and logged when its sender was already told it was
@@ -222,68 +332,57 @@ impl Actor for ExecutionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.mailbox_capacity);
         // The run's first write: `running`, zero counters, plan link.
-        self.deliver(None, false);
+        self.deliver(Vec::new(), false);
+    }
+}
+
+impl Drop for ExecutionActor {
+    /// An actor stops after `finish` (which closed its queue) or when runtally's system stops.
+    /// Results still queued then were accepted (their callers were told `Ok`) and can no longer
+    /// be counted: they are refused here, counted and logged, and their slots freed.
+    fn drop(&mut self) {
+        let leftovers = self.run.results.close();
+        if leftovers.rows.is_empty() {
+            return;
+        }
+        let rows = leftovers.rows.len() as u64;
+        let m = &self.run.metrics;
+        m.run_handled.fetch_add(rows, Ordering::Relaxed);
+        m.rejected_messages.fetch_add(rows, Ordering::Relaxed);
+        tracing::warn!(
+            execution_id = %self.run.id,
+            rows,
+            "task results accepted for this run were dropped: runtally stopped before its actor \
+             counted them"
+        );
+    }
+}
+
+impl Handler<TakeResults> for ExecutionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: TakeResults, _: &mut Context<Self>) {
+        self.process_queued();
     }
 }
 
 impl Handler<RecordTask> for ExecutionActor {
     type Result = Result<(), RecordError>;
 
+    /// A result whose sender waits for the answer (its run's queue was full, or a run total
+    /// may pass Bolt's range): counted after everything queued before it.
     fn handle(&mut self, msg: RecordTask, _: &mut Context<Self>) -> Self::Result {
+        self.process_queued();
         self.handled();
-        let RecordTask {
-            row,
-            permit,
-            unanswered,
-        } = msg;
-        let answered = match unanswered {
-            Some(receipt) => {
-                receipt.settle();
-                false
-            }
-            None => true,
+        let RecordTask { row, permit } = msg;
+        if let Some(error) = self.closed_for_results() {
+            return self.refuse(&row, true, error);
+        }
+        let changed = match self.count(&row) {
+            Ok(changed) => changed,
+            Err(error) => return self.refuse(&row, true, error),
         };
-        let refused = if self.ended.is_some() {
-            Some(RecordError::RunFinished(self.run.id.clone()))
-        } else if self.inbox.is_closed() {
-            // Shutdown has taken its last rows: accepting this one would lose it.
-            Some(RecordError::ShuttingDown)
-        } else {
-            None
-        };
-        if let Some(error) = refused {
-            return self.refuse(&row, answered, error);
-        }
-        let contribution = Contribution::of(&row);
-        let recorded = match self.counters.record(&row.task_id, contribution) {
-            Ok(recorded) => recorded,
-            Err(e) => return self.refuse(&row, answered, RecordError::Invalid(e)),
-        };
-        let m = &self.run.metrics;
-        if contribution.failed {
-            m.tasks_failed.fetch_add(1, Ordering::Relaxed);
-        } else {
-            m.tasks_succeeded.fetch_add(1, Ordering::Relaxed);
-        }
-        if recorded.replaced {
-            m.tasks_replaced.fetch_add(1, Ordering::Relaxed);
-        }
-        m.tokens_input
-            .fetch_add(contribution.tokens_input as u64, Ordering::Relaxed);
-        m.tokens_output
-            .fetch_add(contribution.tokens_output as u64, Ordering::Relaxed);
-        m.tool_calls
-            .fetch_add(contribution.tool_calls as u64, Ordering::Relaxed);
-        let changed = recorded.status_before != recorded.status_after;
-        if changed {
-            tracing::debug!(
-                execution_id = %self.run.id,
-                task_id = %row.task_id,
-                status = %recorded.status_after,
-                "run status changed"
-            );
-        }
-        if !self.deliver(Some(row), changed) {
+        if !self.deliver(vec![row], changed) {
             // The writer is gone (counted as dropped by `deliver`); the permit is released as
             // it drops.
             return Err(RecordError::ShuttingDown);
@@ -308,6 +407,9 @@ impl Handler<FinishRun> for ExecutionActor {
                 end: msg.end,
             }));
         }
+        // Everything queued before the finish counts; nothing can be queued after it.
+        let taken = self.run.results.close();
+        self.process(taken);
         let status = self.counters.final_status(msg.cancelled);
         self.ended = Some((status, msg.end));
         self.link_plan = true;
@@ -317,7 +419,7 @@ impl Handler<FinishRun> for ExecutionActor {
         self.run.metrics.run_finished(status);
         tracing::debug!(execution_id = %self.run.id, status = %status, "run finished");
         // The final state goes ahead of the queue: clients poll for it.
-        self.deliver(None, true);
+        self.deliver(Vec::new(), true);
         ctx.stop();
         Ok(snapshot)
     }
@@ -327,6 +429,7 @@ impl Handler<GetSnapshot> for ExecutionActor {
     type Result = MessageResult<GetSnapshot>;
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
+        self.process_queued();
         self.handled();
         MessageResult(self.snapshot())
     }
@@ -335,9 +438,11 @@ impl Handler<GetSnapshot> for ExecutionActor {
 impl Handler<Drain> for ExecutionActor {
     type Result = ();
 
-    /// Rows go to the writer's inbox as each message is handled, so reaching this message
-    /// (after every earlier one, mailboxes being FIFO) is all a drain needs.
+    /// Rows go to the writer's inbox as each message is handled, so taking the queue and
+    /// reaching this message (after every earlier one, mailboxes being FIFO) is all a drain
+    /// needs.
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
+        self.process_queued();
         self.handled();
     }
 }

@@ -43,8 +43,9 @@
 //!                                                                          UNWIND $rows)
 //! ```
 //!
-//! Every task result is a message to its run's [`ExecutionActor`](RunHandle), which updates the
-//! counters and hands the run's latest absolute state and the task's row to the writer. The
+//! Task results queue beside their run's [`ExecutionActor`](RunHandle), which takes all of them
+//! in one turn, updates the counters and hands the run's latest absolute state and the task
+//! rows to the writer. The
 //! writer batches rows from all runs: a run with 1,000 results between two flushes costs one
 //! execution update. Flushes start at `max_batch_rows`, every `flush_interval`, on
 //! [`flush`](Aggregator::flush) and at [`shutdown`](Aggregator::shutdown); a run that just
@@ -102,9 +103,9 @@
 //! # Delivery guarantees
 //!
 //! - **Accepted means queued, in order.** When [`task_finished`](RunHandle::task_finished)
-//!   returns `Ok`, the result is in its run actor's bounded mailbox (the call does not wait for
-//!   the actor's turn, so the orchestrator pays microseconds). The actor counts results in the
-//!   order they arrive: a [`snapshot`](RunHandle::snapshot), [`finish`](RunHandle::finish),
+//!   returns `Ok`, the result is in its run's bounded queue (the call does not wait for the run
+//!   actor's turn, so the orchestrator pays about a microsecond). The actor counts results in
+//!   the order they arrive: a [`snapshot`](RunHandle::snapshot), [`finish`](RunHandle::finish),
 //!   [`flush`](Aggregator::flush) or [`shutdown`](Aggregator::shutdown) issued afterwards
 //!   includes it. Invalid input, including a result that would take a run total past Bolt's
 //!   integer range, is a typed error and changes nothing. Only a result racing a concurrent
@@ -139,6 +140,7 @@
 //! | `with_neo4j(Neo4jConfig::builder(uri, user, password))` | from `NEO4J_*` with [`AggregatorConfig::from_env`] | the database; `bolt+s://`/`neo4j+s://` for TLS |
 //! | `Neo4jConfigBuilder::with_database` | server default | database name |
 //! | `Neo4jConfigBuilder::with_max_connections` | 8 | connection pool size |
+//! | `Neo4jConfigBuilder::with_tcp_nodelay` | `true` | `TCP_NODELAY` on the connections (Unix) |
 //! | `with_max_batch_rows` | 500 | task rows per write transaction |
 //! | `with_flush_interval` | 100 ms | longest wait before pending rows are flushed |
 //! | `with_max_pending_rows` | 100,000 | bound on task rows waiting for the database |
@@ -146,7 +148,7 @@
 //! | `with_write_timeout` | 30 s | one write's time limit before it is retried |
 //! | `with_retry` | 50 ms doubling to 2 s, jitter | backoff between retries |
 //! | `with_arbiters` | half the CPUs, 1 to 4 | threads for the run actors |
-//! | `with_run_mailbox` | 256 | messages queued per run before senders wait |
+//! | `with_run_mailbox` | 256 | results queued per run before senders wait |
 //! | `with_heartbeat_interval` | 30 s | heartbeat of live runs, for reconciliation |
 //! | `with_spill_path` | none | where shutdown appends rows it could not write |
 //! | `with_rejected_handler` | none | receives rows the database refused |

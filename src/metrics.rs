@@ -230,8 +230,8 @@ impl Metrics {
     }
 }
 
-/// Messages handled by one kind of actor, and how much waits for it: messages in the run
-/// actors' mailboxes; deliveries in the writer's inbox.
+/// Messages handled by one kind of actor, and how much waits for it: task results (and other
+/// messages) waiting for the run actors; deliveries in the writer's inbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ActorMetrics {
     /// Messages handled so far.

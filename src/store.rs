@@ -16,6 +16,7 @@ use crate::rows::WriteBatch;
 
 pub mod memory;
 pub mod neo4j;
+mod nodelay;
 
 pub use memory::{MemoryStore, NullStore};
 pub use neo4j::Neo4jStore;

@@ -197,14 +197,11 @@ impl DbWriterActor {
             match delivery {
                 Delivery::Run {
                     execution,
-                    task,
+                    tasks,
                     urgent,
                 } => {
                     let lane = self.lane(&execution.id);
-                    replaced += lane
-                        .pending
-                        .push([execution], task.into_iter().collect(), urgent)
-                        .replaced;
+                    replaced += lane.pending.push([execution], tasks, urgent).replaced;
                     wake |= urgent || lane.pending.open_task_rows() >= max_batch_rows;
                 }
                 Delivery::Restore(batch) => {

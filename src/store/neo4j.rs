@@ -12,9 +12,12 @@
 //! Explicit transactions are not retried by the driver (its auto-commit `Graph::run` is, for up
 //! to a minute); runtally's writer owns the retry policy, so writes go through `Txn` only.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use neo4rs::{query, BoltMap, BoltNode, BoltString, BoltType, Graph, Query, Txn};
 
+use super::nodelay::NoDelay;
 use super::{BoxFuture, ExecutionRecord, GraphStore, TaskExecutionRecord};
 use crate::config::Neo4jConfig;
 use crate::error::StoreError;
@@ -154,6 +157,7 @@ const READ_EXECUTIONS: &str = "MATCH (exec:Node {type:'orchestration_execution'}
 #[derive(Clone)]
 pub struct Neo4jStore {
     graph: Graph,
+    nodelay: Arc<NoDelay>,
 }
 
 impl std::fmt::Debug for Neo4jStore {
@@ -181,7 +185,10 @@ impl Neo4jStore {
         }
         let driver_config = builder.build().map_err(StoreError::Config)?;
         let graph = Graph::connect(driver_config).map_err(StoreError::Config)?;
-        Ok(Self { graph })
+        Ok(Self {
+            graph,
+            nodelay: Arc::new(NoDelay::new(config.uri(), config.tcp_nodelay())),
+        })
     }
 
     /// Reads one execution with the seed's status query.
@@ -259,11 +266,16 @@ impl Neo4jStore {
         finish(txn, nodes).await
     }
 
+    /// Starts a transaction, then makes sure its connection (perhaps just opened by the pool)
+    /// does not hold back writes (see [`NoDelay`]).
     async fn begin(&self) -> Result<Txn, StoreError> {
-        self.graph
+        let txn = self
+            .graph
             .start_txn()
             .await
-            .map_err(|e| StoreError::from_driver("begin", e))
+            .map_err(|e| StoreError::from_driver("begin", e))?;
+        self.nodelay.sweep_if_due().await;
+        Ok(txn)
     }
 
     async fn write_batch(&self, batch: &WriteBatch) -> Result<(), StoreError> {

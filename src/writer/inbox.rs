@@ -19,14 +19,14 @@ use crate::sync::lock;
 
 /// Rows handed to the writer.
 // Deliveries are stored inline in the inbox's vector; boxing the large (and by far most common)
-// variant would add an allocation to every task result to save space in a rare one.
+// variant would add an allocation to every delivery to save space in a rare one.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Delivery {
-    /// A run's latest absolute state, with the task row that changed it (if any).
+    /// A run's latest absolute state, with the task rows that changed it (if any).
     Run {
         execution: ExecutionRow,
-        task: Option<TaskRow>,
+        tasks: Vec<TaskRow>,
         /// Put the run's state ahead of the queue (it failed, recovered, or finished).
         urgent: bool,
     },

@@ -1,0 +1,215 @@
+//! Results waiting for their run actor: a short queue per run, beside the actor's mailbox.
+//!
+//! One actix message per result cost an envelope allocation, a mailbox node, a handler call, a
+//! fresh execution row and a writer-inbox push each. Callers now push results here (a mutex
+//! hold, no allocation in the steady state) and wake the actor only when the queue goes from
+//! quiet to busy; the actor takes everything queued in one turn, counts it, and hands the
+//! writer one execution row with all the task rows. A busy run so pays per *turn*, not per
+//! result, which is what keeps `task_finished` cheap when thousands of runs report at once.
+//!
+//! Order is kept: every other message the actor handles (a snapshot, `finish`, a drain, a
+//! result sent the slow way) first takes this queue, so it sees every result queued before it
+//! was sent. The queue closes when the run finishes or the actor stops; a push then gets its
+//! row back, and whatever a stopping actor finds still queued is counted and logged, never
+//! lost silently.
+//!
+//! Each queued row holds a slot under `max_pending_rows`; the slots of the whole queue are
+//! merged into one permit, so taking the queue moves one permit, not one per row.
+
+use std::sync::Mutex;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::rows::TaskRow;
+use crate::sync::lock;
+
+/// What [`ResultQueue::push`] did with a row.
+// `Full` gives the row back for the caller's slow path rather than boxing it: the hot path
+// (`Queued`) must not allocate.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Pushed {
+    /// Queued. `wake`: the queue was quiet, so the caller must wake the actor.
+    Queued { wake: bool },
+    /// The queue is at its bound: the caller waits for the actor (or reports `Full`).
+    Full(TaskRow, OwnedSemaphorePermit),
+    /// The run finished or its actor stopped (the row is dropped and its slot freed).
+    Closed,
+}
+
+/// Rows taken from the queue, with the slots they hold.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    pub(crate) rows: Vec<TaskRow>,
+    /// One permit for all the rows (`None` when there are none).
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    rows: Vec<TaskRow>,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Rows in the last take: the next turn's first push reserves this much at once.
+    hint: usize,
+    /// A wake-up is on its way to the actor (or the actor is about to take the queue).
+    scheduled: bool,
+    closed: bool,
+}
+
+/// One run's queued results.
+#[derive(Debug)]
+pub(crate) struct ResultQueue {
+    queue: Mutex<Queue>,
+    capacity: usize,
+}
+
+impl ResultQueue {
+    /// A queue holding at most `capacity` rows (at least one).
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            queue: Mutex::new(Queue::default()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Queues a row with its slot.
+    pub(crate) fn push(&self, row: TaskRow, permit: OwnedSemaphorePermit) -> Pushed {
+        let mut queue = lock(&self.queue);
+        if queue.closed {
+            return Pushed::Closed;
+        }
+        if queue.rows.len() >= self.capacity {
+            return Pushed::Full(row, permit);
+        }
+        if queue.rows.capacity() == 0 {
+            // Taken rows go on to the writer with their vector, so each turn starts empty;
+            // sizing it like the last turn saves the regrowth. An idle run holds nothing.
+            let hint = queue.hint.max(4).min(self.capacity);
+            queue.rows.reserve_exact(hint);
+        }
+        queue.rows.push(row);
+        match &mut queue.permit {
+            Some(held) => held.merge(permit),
+            none => *none = Some(permit),
+        }
+        let wake = !std::mem::replace(&mut queue.scheduled, true);
+        Pushed::Queued { wake }
+    }
+
+    /// Takes everything queued; the next push wakes the actor again.
+    pub(crate) fn take(&self) -> Taken {
+        let mut queue = lock(&self.queue);
+        queue.scheduled = false;
+        Self::take_locked(&mut queue)
+    }
+
+    /// Refuses further pushes and takes what is queued.
+    pub(crate) fn close(&self) -> Taken {
+        let mut queue = lock(&self.queue);
+        queue.closed = true;
+        Self::take_locked(&mut queue)
+    }
+
+    fn take_locked(queue: &mut Queue) -> Taken {
+        if !queue.rows.is_empty() {
+            queue.hint = queue.rows.len();
+        }
+        Taken {
+            rows: std::mem::take(&mut queue.rows),
+            permit: queue.permit.take(),
+        }
+    }
+
+    /// Rows queued now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.queue).rows.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::model::{ExecutionId, PlanId, TaskDefinition, TaskId, TaskResult};
+
+    fn row(task: &str) -> TaskRow {
+        let id = TaskId::new(task).expect("id");
+        TaskRow::new(
+            &ExecutionId::new("e").expect("id"),
+            &PlanId::new("p").expect("id"),
+            TaskDefinition::new(id.clone()),
+            TaskResult::success(id),
+            chrono::Utc::now(),
+        )
+        .expect("row")
+    }
+
+    fn permit(slots: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+        Arc::clone(slots).try_acquire_owned().expect("slot")
+    }
+
+    #[test]
+    fn only_the_push_into_a_quiet_queue_wakes_the_actor() {
+        let slots = Arc::new(Semaphore::new(10));
+        let queue = ResultQueue::new(8);
+        assert!(matches!(
+            queue.push(row("a"), permit(&slots)),
+            Pushed::Queued { wake: true }
+        ));
+        assert!(matches!(
+            queue.push(row("b"), permit(&slots)),
+            Pushed::Queued { wake: false }
+        ));
+        let taken = queue.take();
+        let ids: Vec<&str> = taken.rows.iter().map(|r| r.task_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(taken.permit.as_ref().map(|p| p.num_permits()), Some(2));
+        // Taken: the next push must wake the actor again.
+        assert!(matches!(
+            queue.push(row("c"), permit(&slots)),
+            Pushed::Queued { wake: true }
+        ));
+    }
+
+    #[test]
+    fn a_full_queue_gives_the_row_and_its_slot_back() {
+        let slots = Arc::new(Semaphore::new(10));
+        let queue = ResultQueue::new(1);
+        assert!(matches!(
+            queue.push(row("a"), permit(&slots)),
+            Pushed::Queued { .. }
+        ));
+        match queue.push(row("b"), permit(&slots)) {
+            Pushed::Full(back, slot) => {
+                assert_eq!(back.task_id.as_str(), "b");
+                drop(slot);
+            }
+            other => panic!("expected Full, got {other:?}"),
+        }
+        assert_eq!(queue.len(), 1);
+        assert_eq!(slots.available_permits(), 9);
+    }
+
+    #[test]
+    fn a_closed_queue_refuses_pushes_and_frees_the_taken_slots_when_dropped() {
+        let slots = Arc::new(Semaphore::new(10));
+        let queue = ResultQueue::new(8);
+        for task in ["a", "b", "c"] {
+            let _ = queue.push(row(task), permit(&slots));
+        }
+        let leftovers = queue.close();
+        assert_eq!(leftovers.rows.len(), 3);
+        assert_eq!(slots.available_permits(), 7);
+        drop(leftovers);
+        assert_eq!(slots.available_permits(), 10);
+        assert!(matches!(
+            queue.push(row("d"), permit(&slots)),
+            Pushed::Closed
+        ));
+        assert_eq!(queue.len(), 0);
+    }
+}
