@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::AggregatorConfig;
 use crate::error::{BeginError, ConfigError, FlushError, RecordError, StartError, StoreError};
 use crate::execution::messages::{Drain, FinishRun, GetSnapshot, RecordTask, TakeResults};
-use crate::execution::results::{Pushed, ResultQueue};
+use crate::execution::results::{Closed, Pushed, ResultQueue};
 use crate::execution::{ExecutionActor, RunShared, RunSnapshot};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::model::{check_count, ExecutionId, PlanId, TaskDefinition, TaskResult};
@@ -87,6 +87,16 @@ impl ShutdownReport {
     }
 }
 
+/// What [`RunHandle::enqueue`] did with a result.
+// The row comes back unboxed for the caller's slow path: the hot path (`Done`) must not allocate.
+#[allow(clippy::large_enum_variant)]
+enum Enqueued {
+    /// Queued for the run actor.
+    Done,
+    /// The run's queue is full: the row and its slot come back.
+    Full(TaskRow, OwnedSemaphorePermit),
+}
+
 /// State every handle of one aggregator shares. Kept apart from the registry so that handles
 /// stored in the registry do not keep the registry alive.
 #[derive(Debug)]
@@ -148,9 +158,9 @@ impl RunHandle {
     /// - [`RecordError::RunFinished`]: the run was finished or cancelled (counted).
     /// - [`RecordError::ShuttingDown`]: the aggregator is shutting down.
     ///
-    /// A result that races with `finish`/`cancel` (or shutdown) from another task may be
-    /// accepted here and refused by the actor: it is then counted in `rejected_messages` and
-    /// logged at WARN, as with [`RunHandle::try_task_finished`].
+    /// A result that races with `finish`/`cancel` from another task is either counted before
+    /// the run ends or refused here with `RunFinished`. Only one racing a shutdown can be
+    /// refused after `Ok`: it is then counted in `rejected_messages` and logged at WARN.
     pub async fn task_finished(
         &self,
         task: TaskDefinition,
@@ -170,13 +180,9 @@ impl RunHandle {
         // limit, so nothing the actor could refuse for a typed answer. Anything else waits for
         // the actor.
         let (row, permit) = if self.run.add_weight(&row) {
-            match self.run.results.push(row, permit) {
-                Pushed::Queued { wake } => {
-                    self.queued(wake);
-                    return Ok(());
-                }
-                Pushed::Full(row, permit) => (row, permit),
-                Pushed::Closed => return Err(self.closed()),
+            match self.enqueue(row, permit)? {
+                Enqueued::Done => return Ok(()),
+                Enqueued::Full(row, permit) => (row, permit),
             }
         } else {
             (row, permit)
@@ -195,8 +201,7 @@ impl RunHandle {
     ///
     /// [`RecordError::Full`] when pending writes are at `max_pending_rows` or the run's queue
     /// is full (counted; nothing was recorded, so the caller may retry), and the errors of
-    /// [`RunHandle::task_finished`]. A result that races with `finish` is refused by the run
-    /// actor after this returns `Ok`; it is counted in `rejected_messages`.
+    /// [`RunHandle::task_finished`], whose notes on races apply here too.
     pub fn try_task_finished(
         &self,
         task: TaskDefinition,
@@ -211,13 +216,9 @@ impl RunHandle {
         // Counted on the caller's side too, so a run near the limit is answered exactly by
         // `task_finished`; here the actor's refusal is counted and logged.
         let _fits = self.run.add_weight(&row);
-        match self.run.results.push(row, permit) {
-            Pushed::Queued { wake } => {
-                self.queued(wake);
-                Ok(())
-            }
-            Pushed::Full(..) => Err(self.full()),
-            Pushed::Closed => Err(self.closed()),
+        match self.enqueue(row, permit)? {
+            Enqueued::Done => Ok(()),
+            Enqueued::Full(..) => Err(self.full()),
         }
     }
 
@@ -325,22 +326,42 @@ impl RunHandle {
         self.shared.metrics.run_sent.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A result went into the run's queue; `wake`: the queue was quiet, so the actor needs a
-    /// message to take it. (A stopped actor drops that message; its queue is closed then, and
-    /// whatever it held counted as refused.)
-    fn queued(&self, wake: bool) {
+    /// Queues a result for the run actor, waking it if the queue was quiet. A full queue gives
+    /// the row back (the caller waits for the actor, or reports `Full`).
+    fn enqueue(&self, row: TaskRow, permit: OwnedSemaphorePermit) -> Result<Enqueued, RecordError> {
+        // Counted before the push, so the actor never handles a result not yet counted sent.
         self.sending();
-        if wake {
-            self.addr.do_send(TakeResults);
+        match self.run.results.push(row, permit) {
+            Pushed::Queued { wake: false } => Ok(Enqueued::Done),
+            Pushed::Queued { wake: true } => match self.addr.try_send(TakeResults) {
+                // A full mailbox holds messages whose handlers take the queue first.
+                Ok(()) | Err(SendError::Full(_)) => Ok(Enqueued::Done),
+                Err(SendError::Closed(_)) => {
+                    // The actor is gone (or never started) without closing the queue. The queue
+                    // was quiet, so it holds this row and whatever raced in since.
+                    let taken = self.run.results.close(Closed::Stopped);
+                    self.not_sent();
+                    self.run
+                        .count_stranded(taken.rows.len().saturating_sub(1) as u64);
+                    Err(self.closed(Closed::Stopped))
+                }
+            },
+            Pushed::Full(row, permit) => {
+                self.not_sent();
+                Ok(Enqueued::Full(row, permit))
+            }
+            Pushed::Closed(why) => {
+                self.not_sent();
+                Err(self.closed(why))
+            }
         }
     }
 
     /// The run's queue is closed: the run ended, or runtally stopped.
-    fn closed(&self) -> RecordError {
-        if self.is_ended() {
-            self.rejected(RecordError::RunFinished(self.run.id.clone()))
-        } else {
-            RecordError::ShuttingDown
+    fn closed(&self, why: Closed) -> RecordError {
+        match why {
+            Closed::Finished => self.rejected(RecordError::RunFinished(self.run.id.clone())),
+            Closed::Stopped => RecordError::ShuttingDown,
         }
     }
 

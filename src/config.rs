@@ -203,8 +203,9 @@ impl Neo4jConfigBuilder {
     /// The driver (neo4rs 0.9) leaves Nagle's algorithm on, which holds every statement over
     /// 8 KiB back by the server's delayed acknowledgement, 40 ms on Linux: most of a batch's
     /// write time. runtally therefore finds this process's sockets connected to the database
-    /// and sets the option on them (other connections of the host to the same server included,
-    /// as Neo4j's own drivers do). `false` leaves every socket as it is.
+    /// and sets the option on them, other connections of the process to the same server
+    /// included (Neo4j's official drivers set it on theirs by default). `false`: this store
+    /// sweeps nothing (another store with the option on still would).
     pub fn with_tcp_nodelay(mut self, enabled: bool) -> Self {
         self.tcp_nodelay = enabled;
         self
@@ -254,7 +255,7 @@ pub const DEFAULT_MAX_PENDING_ROWS: usize = 100_000;
 pub const DEFAULT_WRITE_LANES: usize = 1;
 /// Default time one write may take before it counts as failed (and is retried).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default messages queued per run actor before senders wait.
+/// Default task results queued for one run actor before senders wait.
 pub const DEFAULT_RUN_MAILBOX: usize = 256;
 /// Default time between heartbeats of live runs (see `Aggregator::reconcile_stale`).
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);

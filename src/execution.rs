@@ -29,7 +29,7 @@ pub(crate) mod results;
 pub use counters::Totals;
 use counters::{Contribution, RunCounters};
 use messages::{Drain, FinishRun, GetSnapshot, RecordTask, TakeResults};
-use results::{ResultQueue, Taken};
+use results::{Closed, ResultQueue, Taken};
 
 /// A run's counters and status at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -75,6 +75,25 @@ pub(crate) struct RunShared {
 }
 
 impl RunShared {
+    /// Counts results whose callers were told `Ok` and that no actor will count: refused
+    /// (and handled, for the mailbox-depth gauge), and logged. Their slots are freed by the
+    /// caller dropping them.
+    pub(crate) fn count_stranded(&self, rows: u64) {
+        if rows == 0 {
+            return;
+        }
+        self.metrics.run_handled.fetch_add(rows, Ordering::Relaxed);
+        self.metrics
+            .rejected_messages
+            .fetch_add(rows, Ordering::Relaxed);
+        tracing::warn!(
+            execution_id = %self.id,
+            rows,
+            "task results accepted for this run were dropped: runtally stopped before its actor \
+             counted them"
+        );
+    }
+
     /// Adds the row to the accepted weight. Returns true while that bound (so every run total)
     /// stays within Bolt's integer range: the actor cannot then refuse the row for overflow.
     pub(crate) fn add_weight(&self, row: &TaskRow) -> bool {
@@ -341,20 +360,8 @@ impl Drop for ExecutionActor {
     /// Results still queued then were accepted (their callers were told `Ok`) and can no longer
     /// be counted: they are refused here, counted and logged, and their slots freed.
     fn drop(&mut self) {
-        let leftovers = self.run.results.close();
-        if leftovers.rows.is_empty() {
-            return;
-        }
-        let rows = leftovers.rows.len() as u64;
-        let m = &self.run.metrics;
-        m.run_handled.fetch_add(rows, Ordering::Relaxed);
-        m.rejected_messages.fetch_add(rows, Ordering::Relaxed);
-        tracing::warn!(
-            execution_id = %self.run.id,
-            rows,
-            "task results accepted for this run were dropped: runtally stopped before its actor \
-             counted them"
-        );
+        let leftovers = self.run.results.close(Closed::Stopped);
+        self.run.count_stranded(leftovers.rows.len() as u64);
     }
 }
 
@@ -408,7 +415,7 @@ impl Handler<FinishRun> for ExecutionActor {
             }));
         }
         // Everything queued before the finish counts; nothing can be queued after it.
-        let taken = self.run.results.close();
+        let taken = self.run.results.close(Closed::Finished);
         self.process(taken);
         let status = self.counters.final_status(msg.cancelled);
         self.ended = Some((status, msg.end));

@@ -29,7 +29,7 @@
 //!  RunHandle::task_finished ──► ExecutionActor (one per run, N arbiters)
 //!    (row built and checked        counters: each task's latest result
 //!     on the caller's thread;      status: failed the moment a task fails
-//!     waits at max_pending_rows)        │ run state + task row
+//!     waits at max_pending_rows)        │ run state + the turn's task rows
 //!                                       ▼
 //!                               writer inbox (shared queue + doorbell)
 //!                                       │
@@ -108,9 +108,9 @@
 //!   the order they arrive: a [`snapshot`](RunHandle::snapshot), [`finish`](RunHandle::finish),
 //!   [`flush`](Aggregator::flush) or [`shutdown`](Aggregator::shutdown) issued afterwards
 //!   includes it. Invalid input, including a result that would take a run total past Bolt's
-//!   integer range, is a typed error and changes nothing. Only a result racing a concurrent
-//!   `finish`/`cancel`/shutdown can be refused after `Ok`; it is counted in
-//!   `rejected_messages` and logged at WARN.
+//!   integer range, is a typed error and changes nothing. A result racing `finish`/`cancel`
+//!   is either counted or refused with `RunFinished`; only one racing a shutdown can be refused
+//!   after `Ok`, and it is counted in `rejected_messages` and logged at WARN.
 //! - **Exactly once in the graph.** Every write is an idempotent `MERGE` of absolute values, so a
 //!   batch sent twice (a retry after a lost commit) changes nothing, and a result re-sent for
 //!   the same task replaces the earlier one everywhere.

@@ -33,8 +33,17 @@ pub(crate) enum Pushed {
     Queued { wake: bool },
     /// The queue is at its bound: the caller waits for the actor (or reports `Full`).
     Full(TaskRow, OwnedSemaphorePermit),
-    /// The run finished or its actor stopped (the row is dropped and its slot freed).
-    Closed,
+    /// The queue is closed, for this reason (the row is dropped and its slot freed).
+    Closed(Closed),
+}
+
+/// Why a queue stopped taking results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// The run was finished or cancelled.
+    Finished,
+    /// Its actor stopped without finishing it (runtally stopped).
+    Stopped,
 }
 
 /// Rows taken from the queue, with the slots they hold.
@@ -51,9 +60,10 @@ struct Queue {
     permit: Option<OwnedSemaphorePermit>,
     /// Rows in the last take: the next turn's first push reserves this much at once.
     hint: usize,
-    /// A wake-up is on its way to the actor (or the actor is about to take the queue).
+    /// A wake-up is on its way to the actor (or the actor is about to take the queue). False
+    /// exactly when no row is queued.
     scheduled: bool,
-    closed: bool,
+    closed: Option<Closed>,
 }
 
 /// One run's queued results.
@@ -75,8 +85,8 @@ impl ResultQueue {
     /// Queues a row with its slot.
     pub(crate) fn push(&self, row: TaskRow, permit: OwnedSemaphorePermit) -> Pushed {
         let mut queue = lock(&self.queue);
-        if queue.closed {
-            return Pushed::Closed;
+        if let Some(why) = queue.closed {
+            return Pushed::Closed(why);
         }
         if queue.rows.len() >= self.capacity {
             return Pushed::Full(row, permit);
@@ -103,10 +113,11 @@ impl ResultQueue {
         Self::take_locked(&mut queue)
     }
 
-    /// Refuses further pushes and takes what is queued.
-    pub(crate) fn close(&self) -> Taken {
+    /// Refuses further pushes (the first reason given sticks) and takes what is queued.
+    pub(crate) fn close(&self, why: Closed) -> Taken {
         let mut queue = lock(&self.queue);
-        queue.closed = true;
+        queue.closed.get_or_insert(why);
+        queue.scheduled = false;
         Self::take_locked(&mut queue)
     }
 
@@ -201,14 +212,20 @@ mod tests {
         for task in ["a", "b", "c"] {
             let _ = queue.push(row(task), permit(&slots));
         }
-        let leftovers = queue.close();
+        let leftovers = queue.close(Closed::Finished);
         assert_eq!(leftovers.rows.len(), 3);
         assert_eq!(slots.available_permits(), 7);
         drop(leftovers);
         assert_eq!(slots.available_permits(), 10);
         assert!(matches!(
             queue.push(row("d"), permit(&slots)),
-            Pushed::Closed
+            Pushed::Closed(Closed::Finished)
+        ));
+        // The first reason sticks.
+        assert!(queue.close(Closed::Stopped).rows.is_empty());
+        assert!(matches!(
+            queue.push(row("e"), permit(&slots)),
+            Pushed::Closed(Closed::Finished)
         ));
         assert_eq!(queue.len(), 0);
     }

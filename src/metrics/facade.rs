@@ -14,8 +14,8 @@
 //! | `runtally_tasks_replaced_total` | counter | | results that replaced an earlier one for the same task |
 //! | `runtally_tokens_total` | counter | `direction` = `input`, `output` | tokens in accepted results |
 //! | `runtally_tool_calls_total` | counter | | tool calls in accepted results |
-//! | `runtally_actor_messages_total` | counter | `actor` = `run`, `writer` | messages handled |
-//! | `runtally_actor_mailbox_depth` | gauge | `actor` = `run`, `writer` | messages (run actors) or deliveries (writer inbox) waiting |
+//! | `runtally_actor_messages_total` | counter | `actor` = `run`, `writer` | messages handled (for run actors: task results and other messages) |
+//! | `runtally_actor_mailbox_depth` | gauge | `actor` = `run`, `writer` | task results and messages (run actors) or deliveries (writer inbox) waiting |
 //! | `runtally_pending_rows` | gauge | | rows accepted and not yet written |
 //! | `runtally_batches_written_total` | counter | | transactions committed |
 //! | `runtally_rows_written_total` | counter | `kind` = `execution`, `task` | rows committed |

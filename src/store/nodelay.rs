@@ -10,9 +10,13 @@
 //! The driver exposes no socket options, so runtally sets the option itself: it finds this
 //! process's TCP sockets connected to the configured server and sets `TCP_NODELAY` on those that
 //! lack it, after connecting and then before writes (at most every [`SWEEP_INTERVAL`], since the
-//! pool opens connections on demand). Other connections of the host to the same server get the
-//! option too, which is what Neo4j's own drivers set anyway. Unix only; elsewhere, and with
-//! `Neo4jConfigBuilder::with_tcp_nodelay(false)`, nothing is touched.
+//! pool opens connections on demand). Other connections of the process to the same server get
+//! the option too (Neo4j's official drivers set it on theirs by default). Unix only; elsewhere,
+//! and with `Neo4jConfigBuilder::with_tcp_nodelay(false)`, a store sweeps nothing.
+//!
+//! A sweep costs a directory listing and a system call or two per open descriptor: tens of
+//! microseconds in a small process, a few milliseconds with thousands of descriptors, at most
+//! every [`SWEEP_INTERVAL`].
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -42,12 +46,17 @@ impl NoDelay {
     /// For the server in `uri` (`scheme://host:port/...` or `host:port`); inactive if `enabled`
     /// is false or the URI names no host.
     pub(crate) fn new(uri: &str, enabled: bool) -> Self {
+        let server = if enabled && cfg!(unix) {
+            let server = server_of(uri);
+            if server.is_none() {
+                tracing::warn!(uri, "no host and port in the URI: TCP_NODELAY is not set");
+            }
+            server
+        } else {
+            None
+        };
         Self {
-            server: if enabled && cfg!(unix) {
-                server_of(uri)
-            } else {
-                None
-            },
+            server,
             state: Mutex::new(SweepState::default()),
         }
     }
@@ -72,7 +81,11 @@ impl NoDelay {
         let Some((host, port)) = &self.server else {
             return 0;
         };
-        let unresolved = lock(&self.state).targets.is_empty();
+        let unresolved = {
+            let mut state = lock(&self.state);
+            state.last = Some(Instant::now());
+            state.targets.is_empty()
+        };
         if unresolved {
             match tokio::net::lookup_host((host.as_str(), *port)).await {
                 Ok(addrs) => lock(&self.state).targets = addrs.collect(),
@@ -83,8 +96,13 @@ impl NoDelay {
             }
         }
         let mut state = lock(&self.state);
-        state.last = Some(Instant::now());
-        sockets::set_nodelay_towards(&state.targets)
+        let found = sockets::set_nodelay_towards(&state.targets);
+        if found.connected == 0 {
+            // Sweeps follow a connection's use, so none matching suggests the name now
+            // resolves elsewhere (the driver resolves it at each connect): resolve it again.
+            state.targets.clear();
+        }
+        found.changed
     }
 }
 
@@ -115,6 +133,15 @@ fn server_of(uri: &str) -> Option<(String, u16)> {
     Some((host.to_owned(), port))
 }
 
+/// What a sweep found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Found {
+    /// Sockets connected to the server.
+    connected: usize,
+    /// Of those, the ones it set the option on.
+    changed: usize,
+}
+
 #[cfg(unix)]
 #[allow(unsafe_code)]
 mod sockets {
@@ -122,6 +149,8 @@ mod sockets {
     use std::os::fd::{BorrowedFd, RawFd};
 
     use socket2::SockRef;
+
+    use super::Found;
 
     /// File descriptors to look at: the open ones where the OS lists them, else the low ones.
     fn open_fds() -> Vec<RawFd> {
@@ -133,38 +162,42 @@ mod sockets {
         }
     }
 
-    pub(super) fn set_nodelay_towards(targets: &[SocketAddr]) -> usize {
-        let mut changed = 0;
+    pub(super) fn set_nodelay_towards(targets: &[SocketAddr]) -> Found {
+        let mut found = Found::default();
         for fd in open_fds() {
-            // SAFETY: the descriptor is only borrowed for the calls below. If another thread
-            // closes it meanwhile, the calls fail (EBADF) or reach whatever reused the number;
-            // they only read a peer address and set a TCP option on a socket whose peer is the
-            // database, so no memory or I/O state of anyone else's is affected.
-            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            let socket = SockRef::from(&fd);
+            // SAFETY: the borrow lasts only for the `dup` below. If another thread closes the
+            // number first, `dup` fails (EBADF) or duplicates whatever reused it; either way
+            // the calls that follow act on our own duplicate, which keeps the file it refers
+            // to open, so the peer check really describes the socket whose option is set.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            let Ok(owned) = borrowed.try_clone_to_owned() else {
+                continue;
+            };
+            let socket = SockRef::from(&owned);
             let Ok(peer) = socket.peer_addr() else {
                 continue; // not a connected socket
             };
             if !peer.as_socket().is_some_and(|peer| targets.contains(&peer)) {
                 continue;
             }
+            found.connected += 1;
             match socket.nodelay() {
                 Ok(true) => {}
                 Ok(false) => match socket.set_nodelay(true) {
-                    Ok(()) => changed += 1,
+                    Ok(()) => found.changed += 1,
                     Err(error) => tracing::debug!(%error, "cannot set TCP_NODELAY"),
                 },
                 Err(error) => tracing::debug!(%error, "cannot read TCP_NODELAY"),
             }
         }
-        changed
+        found
     }
 }
 
 #[cfg(not(unix))]
 mod sockets {
-    pub(super) fn set_nodelay_towards(_: &[std::net::SocketAddr]) -> usize {
-        0
+    pub(super) fn set_nodelay_towards(_: &[std::net::SocketAddr]) -> super::Found {
+        super::Found::default()
     }
 }
 
