@@ -274,24 +274,16 @@ impl ExecutionActor {
             debug_assert!(false, "queued rows without their slots");
             return;
         };
+        if self.closed_for_results().is_some() {
+            // Only shutdown gets here (`finish` closes the queue before the run ends); the
+            // slots are freed as the permit drops.
+            self.run.count_stranded(rows.len() as u64);
+            return;
+        }
         self.run
             .metrics
             .run_handled
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
-        if let Some(error) = self.closed_for_results() {
-            let refused = rows.len() as u64;
-            self.run
-                .metrics
-                .rejected_messages
-                .fetch_add(refused, Ordering::Relaxed);
-            tracing::warn!(
-                execution_id = %self.run.id,
-                rows = refused,
-                error = %crate::error::chain(&error),
-                "task results refused after they were accepted"
-            );
-            return; // the slots are freed as the permit drops
-        }
         let mut changed = false;
         let mut refused = 0;
         rows.retain(|row| match self.count(row) {
@@ -300,7 +292,7 @@ impl ExecutionActor {
                 true
             }
             Err(error) => {
-                let _ = self.refuse(row, false, error);
+                self.refuse_accepted(row, error);
                 refused += 1;
                 false
             }
@@ -322,18 +314,16 @@ impl ExecutionActor {
         self.process(taken);
     }
 
-    /// Refuses a task result: counted, and logged when its sender was already told it was
-    /// accepted (nobody reads this reply then).
-    fn refuse(&self, row: &TaskRow, answered: bool, error: RecordError) -> Result<(), RecordError> {
-        if !answered {
-            tracing::warn!(
-                execution_id = %self.run.id,
-                task_id = %row.task_id,
-                error = %crate::error::chain(&error),
-                "task result refused after it was accepted"
-            );
-        }
-        self.reject(error)
+    /// Refuses a queued result whose sender was already told `Ok`: counted and logged, since
+    /// nobody reads an answer.
+    fn refuse_accepted(&self, row: &TaskRow, error: RecordError) {
+        tracing::warn!(
+            execution_id = %self.run.id,
+            task_id = %row.task_id,
+            error = %crate::error::chain(&error),
+            "task result refused after it was accepted"
+        );
+        let _ = self.reject::<()>(error);
     }
 
     fn reject<T>(&self, error: RecordError) -> Result<T, RecordError> {
@@ -383,11 +373,11 @@ impl Handler<RecordTask> for ExecutionActor {
         self.handled();
         let RecordTask { row, permit } = msg;
         if let Some(error) = self.closed_for_results() {
-            return self.refuse(&row, true, error);
+            return self.reject(error);
         }
         let changed = match self.count(&row) {
             Ok(changed) => changed,
-            Err(error) => return self.refuse(&row, true, error),
+            Err(error) => return self.reject(error),
         };
         if !self.deliver(vec![row], changed) {
             // The writer is gone (counted as dropped by `deliver`); the permit is released as

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::sync::lock;
 
 /// Longest a connection the pool opened between sweeps may go without the option.
-pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Finds and fixes the Bolt sockets of one store.
 #[derive(Debug)]
@@ -77,7 +77,7 @@ impl NoDelay {
     /// Sets `TCP_NODELAY` on every socket of this process connected to the server. Returns how
     /// many it changed. Never fails: a socket it cannot read or change is left as it is (the
     /// writes are only slower), and logged at DEBUG.
-    pub(crate) async fn sweep(&self) -> usize {
+    async fn sweep(&self) -> usize {
         let Some((host, port)) = &self.server else {
             return 0;
         };
