@@ -50,7 +50,7 @@ fn coalescing(c: &mut Criterion) {
                     for (execution, task) in rows {
                         pending.push(execution, task);
                     }
-                    let chunks = pending.seal_and_take(500);
+                    let chunks = pending.seal_and_take(500, 8 << 20);
                     // Coalescing: one execution row per run, whatever the task count.
                     let executions: usize = chunks.iter().map(|c| c.executions.len()).sum();
                     assert_eq!(executions, runs);

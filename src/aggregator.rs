@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::AggregatorConfig;
 use crate::error::{BeginError, ConfigError, FlushError, RecordError, StartError, StoreError};
@@ -21,7 +20,8 @@ use crate::execution::{ExecutionActor, RunShared, RunSnapshot};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::model::{check_count, ExecutionId, PlanId, TaskDefinition, TaskResult};
 use crate::registry::Registry;
-use crate::rows::{TaskRow, WriteBatch};
+use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+use crate::slots::{Slot, Slots};
 use crate::store::{GraphStore, Neo4jStore};
 use crate::sync::lock;
 use crate::writer::inbox::{Delivery, Inbox};
@@ -94,14 +94,14 @@ enum Enqueued {
     /// Queued for the run actor.
     Done,
     /// The run's queue is full: the row and its slot come back.
-    Full(TaskRow, OwnedSemaphorePermit),
+    Full(TaskRow, Slot),
 }
 
 /// State every handle of one aggregator shares. Kept apart from the registry so that handles
 /// stored in the registry do not keep the registry alive.
 #[derive(Debug)]
 struct Shared {
-    permits: Arc<Semaphore>,
+    permits: Arc<Slots>,
     metrics: Arc<Metrics>,
     closing: AtomicBool,
 }
@@ -142,7 +142,7 @@ impl RunHandle {
         self.run.ended.load(Ordering::Acquire)
     }
 
-    /// Reports a finished task. Waits while pending writes are at `max_pending_rows` or the
+    /// Reports a finished task. Waits while pending writes are at `max_pending_rows` or `max_pending_bytes`, or the
     /// run's queue is full (backpressure); otherwise returns as soon as the result is in the
     /// run's queue, without waiting for the run actor's turn. The actor counts results in
     /// the order they arrive, so a later [`snapshot`](RunHandle::snapshot),
@@ -167,8 +167,10 @@ impl RunHandle {
         result: TaskResult,
     ) -> Result<(), RecordError> {
         let row = self.build_row(task, result)?;
-        let permit = Arc::clone(&self.shared.permits)
-            .acquire_owned()
+        let permit = self
+            .shared
+            .permits
+            .acquire(self.shared.permits.charge(&row))
             .await
             .map_err(|_| RecordError::ShuttingDown)?;
         // The wait for a slot can outlast the start of a shutdown; a result accepted now would
@@ -199,7 +201,7 @@ impl RunHandle {
     ///
     /// # Errors
     ///
-    /// [`RecordError::Full`] when pending writes are at `max_pending_rows` or the run's queue
+    /// [`RecordError::Full`] when pending writes are at `max_pending_rows` or `max_pending_bytes`, or the run's queue
     /// is full (counted; nothing was recorded, so the caller may retry), and the errors of
     /// [`RunHandle::task_finished`], whose notes on races apply here too.
     pub fn try_task_finished(
@@ -208,7 +210,11 @@ impl RunHandle {
         result: TaskResult,
     ) -> Result<(), RecordError> {
         let row = self.build_row(task, result)?;
-        let permit = match Arc::clone(&self.shared.permits).try_acquire_owned() {
+        let permit = match self
+            .shared
+            .permits
+            .try_acquire(self.shared.permits.charge(&row))
+        {
             Ok(permit) => permit,
             Err(tokio::sync::TryAcquireError::NoPermits) => return Err(self.full()),
             Err(tokio::sync::TryAcquireError::Closed) => return Err(RecordError::ShuttingDown),
@@ -328,7 +334,7 @@ impl RunHandle {
 
     /// Queues a result for the run actor, waking it if the queue was quiet. A full queue gives
     /// the row back (the caller waits for the actor, or reports `Full`).
-    fn enqueue(&self, row: TaskRow, permit: OwnedSemaphorePermit) -> Result<Enqueued, RecordError> {
+    fn enqueue(&self, row: TaskRow, permit: Slot) -> Result<Enqueued, RecordError> {
         // Counted before the push, so the actor never handles a result not yet counted sent.
         self.sending();
         match self.run.results.push(row, permit) {
@@ -523,11 +529,15 @@ impl Aggregator {
     ) -> Result<Self, StartError> {
         let runtime = ActorRuntime::spawn(config.arbiters).map_err(StartError::Runtime)?;
         let metrics = Arc::new(Metrics::default());
-        let permits = Arc::new(Semaphore::new(config.max_pending_rows));
+        let permits = Arc::new(Slots::new(
+            config.max_pending_rows,
+            config.max_pending_bytes,
+        ));
         let registry = Arc::new(Registry::new(Arc::clone(&metrics)));
         let inbox = Arc::new(Inbox::default());
         let settings = WriterSettings {
             max_batch_rows: config.max_batch_rows,
+            max_batch_bytes: config.max_batch_bytes,
             write_lanes: config.write_lanes,
             heartbeat_interval: config.heartbeat_interval,
             flush_interval: config.flush_interval,
@@ -613,6 +623,7 @@ impl Aggregator {
             accepted_weight: AtomicU64::new(0),
             metrics: Arc::clone(&inner.shared.metrics),
             results: ResultQueue::new(inner.run_mailbox),
+            charge_cap: inner.shared.permits.cap(),
         });
         let handle = inner.registry.insert_new(start.execution_id, || {
             let worker =
@@ -747,7 +758,8 @@ impl Aggregator {
     }
 
     /// Queues rows exactly as given (a spill being restored): absolute values, written in order
-    /// with everything else, subject to `max_pending_rows` like any task result.
+    /// with everything else, subject to `max_pending_rows` and `max_pending_bytes` like any task
+    /// result.
     ///
     /// # Errors
     ///
@@ -762,24 +774,46 @@ impl Aggregator {
             mut tasks,
             ..
         } = batch;
-        // Executions go with the first piece, so every task finds its run.
+        // Pieces within both bounds (at least one row each). Several pieces may be written in
+        // several transactions, so the states go with the last piece (a run's state never
+        // precedes its tasks) and placeholders with the first, so every task finds its run.
+        let slots = &inner.shared.permits;
+        let mut first = true;
         loop {
-            let take = tasks.len().min(inner.max_pending_rows);
+            let mut take = 0;
+            let mut bytes = 0;
+            while take < tasks.len() && take < inner.max_pending_rows {
+                let charge = slots.charge(&tasks[take]);
+                if take > 0 && bytes + charge > slots.cap() {
+                    break;
+                }
+                bytes += charge;
+                take += 1;
+            }
             let piece: Vec<TaskRow> = tasks.drain(..take).collect();
             if !piece.is_empty() {
                 let count = u32::try_from(piece.len()).unwrap_or(u32::MAX);
-                let permits = Arc::clone(&inner.shared.permits)
-                    .acquire_many_owned(count)
+                let permits = slots
+                    .acquire_many(count, bytes)
                     .await
                     .map_err(|_| RecordError::ShuttingDown)?;
                 // The writer frees these slots when the rows are written.
                 permits.forget();
             }
-            let batch = WriteBatch::new(std::mem::take(&mut executions), piece);
+            let last = tasks.is_empty();
+            let piece_executions = if last {
+                std::mem::take(&mut executions)
+            } else if first {
+                executions.iter().map(ExecutionRow::placeholder).collect()
+            } else {
+                Vec::new()
+            };
+            first = false;
+            let batch = WriteBatch::new(piece_executions, piece);
             if inner.inbox.push(Delivery::Restore(batch)).is_err() {
                 return Err(RecordError::ShuttingDown);
             }
-            if tasks.is_empty() {
+            if last {
                 return Ok(());
             }
         }

@@ -4,7 +4,7 @@
 use crate::execution::counters::{Contribution, RunCounters};
 use crate::model::TaskId;
 use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
-use crate::writer::batch::PendingWrites;
+use crate::writer::batch::{ChunkLimits, PendingWrites};
 
 /// The per-run counters the run actor keeps.
 #[derive(Debug, Default)]
@@ -33,8 +33,11 @@ impl Pending {
     }
 
     /// Seals everything open into chunks and takes them.
-    pub fn seal_and_take(&mut self, max_task_rows: usize) -> Vec<WriteBatch> {
-        self.0.seal(max_task_rows);
+    pub fn seal_and_take(&mut self, max_task_rows: usize, max_bytes: usize) -> Vec<WriteBatch> {
+        self.0.seal(ChunkLimits {
+            rows: max_task_rows,
+            bytes: max_bytes,
+        });
         let mut out = Vec::new();
         while let Some(chunk) = self.0.next_chunk() {
             self.0.settle(&chunk.batch.tasks);

@@ -64,7 +64,8 @@ impl From<String> for Password {
 ///
 /// The URI's scheme picks the transport, passed straight to the driver: `bolt://` and
 /// `neo4j://` in the clear, `bolt+s://` and `neo4j+s://` with TLS (`+ssc` accepts a self-signed
-/// certificate). A bare `host:port` means `bolt://`.
+/// certificate). A bare `host:port` means `bolt://`. A `neo4j://` URI connects directly to the
+/// server it names: the driver routes only with a feature runtally does not enable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neo4jConfig {
     uri: String,
@@ -249,6 +250,11 @@ pub const DEFAULT_MAX_BATCH_ROWS: usize = 500;
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Default bound on task rows accepted and not yet written.
 pub const DEFAULT_MAX_PENDING_ROWS: usize = 100_000;
+/// Default bound on the bytes of one write transaction's rows: 8 MiB, well under the 16 MiB a
+/// Bolt server may refuse a message at (see BENCHMARKS.md for the sizes measured).
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 << 20;
+/// Default bound on the bytes of task rows accepted and not yet written: 256 MiB.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 256 << 20;
 /// Default number of write transactions in flight at once (each run always uses the same one).
 /// One: on the reference server (ArcadeDB) parallel transactions conflict as deadlocks often
 /// enough to hurt failure visibility; more lanes help bulk throughput (see BENCHMARKS.md).
@@ -272,6 +278,8 @@ pub struct AggregatorConfig {
     pub(crate) max_batch_rows: usize,
     pub(crate) flush_interval: Duration,
     pub(crate) max_pending_rows: usize,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) max_pending_bytes: usize,
     pub(crate) write_lanes: usize,
     pub(crate) arbiters: usize,
     pub(crate) write_timeout: Duration,
@@ -290,6 +298,8 @@ impl fmt::Debug for AggregatorConfig {
             .field("max_batch_rows", &self.max_batch_rows)
             .field("flush_interval", &self.flush_interval)
             .field("max_pending_rows", &self.max_pending_rows)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("max_pending_bytes", &self.max_pending_bytes)
             .field("write_lanes", &self.write_lanes)
             .field("arbiters", &self.arbiters)
             .field("write_timeout", &self.write_timeout)
@@ -316,6 +326,8 @@ impl AggregatorConfig {
                 max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
                 flush_interval: DEFAULT_FLUSH_INTERVAL,
                 max_pending_rows: DEFAULT_MAX_PENDING_ROWS,
+                max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+                max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
                 write_lanes: DEFAULT_WRITE_LANES,
                 arbiters: default_arbiters(),
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
@@ -358,6 +370,16 @@ impl AggregatorConfig {
     /// Bound on task rows accepted and not yet written.
     pub fn max_pending_rows(&self) -> usize {
         self.max_pending_rows
+    }
+
+    /// Bound on the bytes of one write transaction's rows.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.max_batch_bytes
+    }
+
+    /// Bound on the bytes of task rows accepted and not yet written.
+    pub fn max_pending_bytes(&self) -> usize {
+        self.max_pending_bytes
     }
 
     /// Write transactions in flight at once.
@@ -435,6 +457,28 @@ impl AggregatorConfigBuilder {
     /// Default: [`DEFAULT_MAX_PENDING_ROWS`].
     pub fn with_max_pending_rows(mut self, rows: usize) -> Self {
         self.config.max_pending_rows = rows;
+        self
+    }
+
+    /// Bound on the bytes of one write transaction's rows, by [`TaskRow::weight`] (a row's
+    /// strings plus about half a kilobyte): a batch closes at `max_batch_rows` or at this,
+    /// whichever comes first, and pending rows reaching it start a flush. A single row heavier
+    /// than this is written alone. Keep it well under what the server accepts in one message
+    /// (16 MiB on some Bolt servers). Default: [`DEFAULT_MAX_BATCH_BYTES`].
+    ///
+    /// [`TaskRow::weight`]: crate::rows::TaskRow::weight
+    pub fn with_max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_batch_bytes = bytes;
+        self
+    }
+
+    /// Bound on the bytes of task rows accepted and not yet written, next to
+    /// [`with_max_pending_rows`](Self::with_max_pending_rows): at either bound `task_finished`
+    /// waits and `try_task_finished` returns `Full`. A single row heavier than the bound is
+    /// accepted once nothing else is pending. At least `max_batch_bytes`, at most
+    /// `tokio::sync::Semaphore::MAX_PERMITS`. Default: [`DEFAULT_MAX_PENDING_BYTES`].
+    pub fn with_max_pending_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_pending_bytes = bytes;
         self
     }
 
@@ -534,6 +578,24 @@ impl AggregatorConfigBuilder {
             // The bound is a semaphore's permits.
             return Err(invalid(
                 "max_pending_rows",
+                format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS),
+            ));
+        }
+        if config.max_batch_bytes == 0 {
+            return Err(invalid("max_batch_bytes", "must be at least 1"));
+        }
+        if config.max_pending_bytes < config.max_batch_bytes {
+            return Err(invalid(
+                "max_pending_bytes",
+                format!(
+                    "must be at least max_batch_bytes ({})",
+                    config.max_batch_bytes
+                ),
+            ));
+        }
+        if config.max_pending_bytes > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(invalid(
+                "max_pending_bytes",
                 format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS),
             ));
         }
@@ -676,6 +738,8 @@ mod tests {
         assert_eq!(config.max_batch_rows(), DEFAULT_MAX_BATCH_ROWS);
         assert_eq!(config.flush_interval(), DEFAULT_FLUSH_INTERVAL);
         assert_eq!(config.max_pending_rows(), DEFAULT_MAX_PENDING_ROWS);
+        assert_eq!(config.max_batch_bytes(), DEFAULT_MAX_BATCH_BYTES);
+        assert_eq!(config.max_pending_bytes(), DEFAULT_MAX_PENDING_BYTES);
         assert_eq!(config.write_timeout(), DEFAULT_WRITE_TIMEOUT);
         assert!((1..=DEFAULT_MAX_ARBITERS).contains(&config.arbiters()));
         assert!(config.neo4j().is_none());
@@ -689,6 +753,11 @@ mod tests {
         };
         let b = AggregatorConfig::builder;
         assert_eq!(field(b().with_max_batch_rows(0)), "max_batch_rows");
+        assert_eq!(field(b().with_max_batch_bytes(0)), "max_batch_bytes");
+        assert_eq!(
+            field(b().with_max_batch_bytes(100).with_max_pending_bytes(99)),
+            "max_pending_bytes"
+        );
         assert_eq!(
             field(b().with_max_batch_rows(10).with_max_pending_rows(5)),
             "max_pending_rows"

@@ -70,6 +70,17 @@ pub enum StoreError {
         #[source]
         source: neo4rs::Error,
     },
+    /// The server refused a write for its size: a Bolt message over its limit, or a
+    /// transaction over its memory limit. Sent again as it is, it fails again; the writer
+    /// splits it by bytes instead, and refuses for good a single row that is still too large.
+    #[error("{statement} was too large for the server")]
+    TooLarge {
+        /// Which statement.
+        statement: &'static str,
+        /// The driver's error, with the server's code and message.
+        #[source]
+        source: neo4rs::Error,
+    },
     /// The write did not finish within the configured timeout.
     #[error("database call timed out after {0:?}")]
     Timeout(Duration),
@@ -104,15 +115,22 @@ impl StoreError {
             StoreError::Query { source, .. } => driver_error_is_retriable(source),
             StoreError::Config(_)
             | StoreError::Auth(_)
+            | StoreError::TooLarge { .. }
             | StoreError::Orphaned { .. }
             | StoreError::Decode { .. } => false,
         }
+    }
+
+    /// Whether the server refused the write for its size (see [`StoreError::TooLarge`]).
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, StoreError::TooLarge { .. })
     }
 
     /// The server's status code (`Neo.ClientError.Statement.SyntaxError`, …), if it sent one.
     pub fn code(&self) -> Option<&str> {
         match self {
             StoreError::Query { source, .. }
+            | StoreError::TooLarge { source, .. }
             | StoreError::Connection(source)
             | StoreError::Auth(source)
             | StoreError::Config(source) => match source {
@@ -154,12 +172,26 @@ impl StoreError {
             E::Neo4j(ref n) if n.code() == "Neo.ClientError.Database.DatabaseNotFound" => {
                 StoreError::Config(e)
             }
+            E::Neo4j(ref n) if refused_for_size(n.code(), n.message()) => StoreError::TooLarge {
+                statement,
+                source: e,
+            },
             other => StoreError::Query {
                 statement,
                 source: other,
             },
         }
     }
+}
+
+/// Whether the server's error says the write was too large: a Bolt message over the server's
+/// limit (ArcadeDB: "BOLT message too large: exceeds 16777216 bytes after chunk reassembly") or
+/// a transaction over Neo4j's memory limit (`…MemoryPoolOutOfMemoryError`,
+/// `…TransactionOutOfMemoryError`, `…TransactionMemoryLimit`).
+fn refused_for_size(code: &str, message: &str) -> bool {
+    code.ends_with("OutOfMemoryError")
+        || code.ends_with("TransactionMemoryLimit")
+        || message.contains("message too large")
 }
 
 /// An error and its sources, joined with `": "`: one line for a log field or a message.

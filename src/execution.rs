@@ -7,7 +7,8 @@
 //! (a snapshot, `finish`, a drain) sees that result counted.
 //!
 //! A status change (the first failure, or a re-sent success clearing the last one) and the final
-//! state are marked urgent: the writer puts them ahead of its queue.
+//! state are marked urgent: the writer sends a status change ahead of its queue, and writes a
+//! final state as soon as the run's task rows are written (never before them).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -72,6 +73,8 @@ pub(crate) struct RunShared {
     pub(crate) metrics: Arc<Metrics>,
     /// Results waiting for the actor's next turn.
     pub(crate) results: ResultQueue,
+    /// The most one row is charged against `max_pending_bytes` (see `Slots`).
+    pub(crate) charge_cap: usize,
 }
 
 impl RunShared {
@@ -185,6 +188,7 @@ impl ExecutionActor {
                 self.version = next_version(self.version, updated);
                 self.version
             },
+            write: crate::rows::ExecutionWrite::State,
         }
     }
 
@@ -286,6 +290,8 @@ impl ExecutionActor {
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
         let mut changed = false;
         let mut refused = 0;
+        let mut refused_bytes = 0;
+        let cap = self.run.charge_cap;
         rows.retain(|row| match self.count(row) {
             Ok(flipped) => {
                 changed |= flipped;
@@ -294,10 +300,11 @@ impl ExecutionActor {
             Err(error) => {
                 self.refuse_accepted(row, error);
                 refused += 1;
+                refused_bytes += row.weight().min(cap);
                 false
             }
         });
-        drop(permit.split(refused));
+        drop(permit.split(refused, refused_bytes));
         if rows.is_empty() {
             return;
         }
@@ -415,7 +422,8 @@ impl Handler<FinishRun> for ExecutionActor {
         self.run.ended.store(true, Ordering::Release);
         self.run.metrics.run_finished(status);
         tracing::debug!(execution_id = %self.run.id, status = %status, "run finished");
-        // The final state goes ahead of the queue: clients poll for it.
+        // Urgent: clients poll for it. The writer writes it with or after the run's last task
+        // rows, never ahead of them.
         self.deliver(Vec::new(), true);
         ctx.stop();
         Ok(snapshot)

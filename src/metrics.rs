@@ -93,6 +93,7 @@ pub(crate) struct Metrics {
     // Written by the writer.
     pub(crate) writer_messages: AtomicU64,
     pub(crate) pending_rows: AtomicI64,
+    pub(crate) pending_bytes: AtomicI64,
     pub(crate) batches_written: AtomicU64,
     pub(crate) execution_rows_written: AtomicU64,
     pub(crate) task_rows_written: AtomicU64,
@@ -102,8 +103,10 @@ pub(crate) struct Metrics {
     pub(crate) rows_rejected: AtomicU64,
     pub(crate) rows_dropped: AtomicU64,
     pub(crate) rows_spilled: AtomicU64,
+    pub(crate) oversize_splits: AtomicU64,
     pub(crate) database_up: AtomicBool,
     flush_latency_us: Mutex<Histogram<u64>>,
+    batch_bytes: Mutex<Histogram<u64>>,
 }
 
 impl Default for Metrics {
@@ -126,6 +129,7 @@ impl Default for Metrics {
             _runs: CacheLine::default(),
             writer_messages: AtomicU64::new(0),
             pending_rows: AtomicI64::new(0),
+            pending_bytes: AtomicI64::new(0),
             batches_written: AtomicU64::new(0),
             execution_rows_written: AtomicU64::new(0),
             task_rows_written: AtomicU64::new(0),
@@ -135,10 +139,16 @@ impl Default for Metrics {
             rows_rejected: AtomicU64::new(0),
             rows_dropped: AtomicU64::new(0),
             rows_spilled: AtomicU64::new(0),
+            oversize_splits: AtomicU64::new(0),
             database_up: AtomicBool::new(false),
             // 1 µs to 10 min at 3 significant digits.
             flush_latency_us: Mutex::new(
                 Histogram::new_with_bounds(1, 600_000_000, 3)
+                    .expect("constant histogram bounds are valid"),
+            ),
+            // 1 byte to 4 GiB at 3 significant digits.
+            batch_bytes: Mutex::new(
+                Histogram::new_with_bounds(1, 1 << 32, 3)
                     .expect("constant histogram bounds are valid"),
             ),
         }
@@ -170,6 +180,15 @@ impl Metrics {
         let _ = h.record(us);
     }
 
+    /// Records the weight of one committed batch.
+    pub(crate) fn record_batch_bytes(&self, bytes: usize) {
+        #[cfg(feature = "metrics")]
+        facade::record_batch_bytes(bytes);
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX).clamp(1, 1 << 32);
+        // Clamped into the histogram's bounds, so recording cannot fail.
+        let _ = lock(&self.batch_bytes).record(bytes);
+    }
+
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         let latency = {
             let h = lock(&self.flush_latency_us);
@@ -179,6 +198,15 @@ impl Metrics {
                 p90_ms: h.value_at_quantile(0.90) as f64 / 1000.0,
                 p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
                 max_ms: h.max() as f64 / 1000.0,
+            }
+        };
+        let batch_bytes = {
+            let h = lock(&self.batch_bytes);
+            SizeSummary {
+                count: h.len(),
+                p50: h.value_at_quantile(0.50),
+                p99: h.value_at_quantile(0.99),
+                max: h.max(),
             }
         };
         let reasons = FlushReason::ALL.map(|r| self.flush_reasons[r.index()].load(Relaxed));
@@ -209,6 +237,9 @@ impl Metrics {
             rejected_messages: self.rejected_messages.load(Relaxed),
             full_rejections: self.full_rejections.load(Relaxed),
             pending_rows: self.pending_rows.load(Relaxed).max(0) as u64,
+            pending_bytes: self.pending_bytes.load(Relaxed).max(0) as u64,
+            batch_bytes,
+            oversize_splits: self.oversize_splits.load(Relaxed),
             batches_written: self.batches_written.load(Relaxed),
             execution_rows_written: self.execution_rows_written.load(Relaxed),
             task_rows_written: self.task_rows_written.load(Relaxed),
@@ -255,14 +286,27 @@ pub struct LatencySummary {
     pub max_ms: f64,
 }
 
+/// Sizes of committed batches in bytes (by row weight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SizeSummary {
+    /// Batches measured.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
 /// How many flushes each reason started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct FlushReasons {
-    /// `max_batch_rows` reached.
+    /// `max_batch_rows` or `max_batch_bytes` reached.
     pub size: u64,
     /// `flush_interval` passed.
     pub timer: u64,
-    /// A failed or finished run.
+    /// A failed or recovered run's state sent ahead, or a finished run's state sealed early.
     pub urgent: u64,
     /// `flush()` called.
     pub manual: u64,
@@ -306,6 +350,12 @@ pub struct MetricsSnapshot {
     pub full_rejections: u64,
     /// Rows accepted and not yet written.
     pub pending_rows: u64,
+    /// Bytes of rows accepted and not yet written (by row weight).
+    pub pending_bytes: u64,
+    /// Sizes of committed batches.
+    pub batch_bytes: SizeSummary,
+    /// Writes the server refused for their size, split by bytes.
+    pub oversize_splits: u64,
     /// Transactions committed.
     pub batches_written: u64,
     /// Execution rows committed.

@@ -121,8 +121,30 @@ async fn replay_run(
     summary: &Mutex<ReplaySummary>,
 ) {
     let mut handle: Option<RunHandle> = None;
+    // A spill's rows of one run are restored together: restored one line at a time, a run's
+    // final state could be written before the task rows that follow it in the file.
+    let mut restoring: Option<(Vec<usize>, WriteBatch)> = None;
     for (line, event) in events {
-        let outcome = apply(aggregator, &mut handle, event).await;
+        let outcome = match event {
+            Event::ExecutionState(row) => {
+                let (lines, batch) = restoring.get_or_insert_with(Default::default);
+                lines.push(line);
+                batch.executions.push(row);
+                continue;
+            }
+            Event::TaskState(row) => {
+                let (lines, batch) = restoring.get_or_insert_with(Default::default);
+                lines.push(line);
+                batch.tasks.push(row);
+                continue;
+            }
+            event => {
+                if let Some(rows) = restoring.take() {
+                    restore(aggregator, rows, summary).await;
+                }
+                apply(aggregator, &mut handle, event).await
+            }
+        };
         let mut s = lock(summary);
         match outcome {
             Ok(is_task) => {
@@ -130,6 +152,33 @@ async fn replay_run(
                 s.tasks += usize::from(is_task);
             }
             Err(error) => s.errors.push(LineError { line, error }),
+        }
+    }
+    if let Some(rows) = restoring.take() {
+        restore(aggregator, rows, summary).await;
+    }
+}
+
+/// Restores a run's spilled rows as one batch.
+async fn restore(
+    aggregator: &Aggregator,
+    (lines, batch): (Vec<usize>, WriteBatch),
+    summary: &Mutex<ReplaySummary>,
+) {
+    let tasks = batch.tasks.len();
+    let outcome = aggregator.restore(batch).await;
+    let mut s = lock(summary);
+    match outcome {
+        Ok(()) => {
+            s.events += lines.len();
+            s.tasks += tasks;
+        }
+        Err(error) => {
+            let first = lines.first().copied().unwrap_or(0);
+            s.errors.push(LineError {
+                line: first,
+                error: error.into(),
+            });
         }
     }
 }
@@ -161,6 +210,7 @@ async fn apply(
             run.task_finished(task, result).await?;
             Ok(true)
         }
+        // Restored by `replay_run`, a run's rows together.
         Event::ExecutionState(row) => {
             aggregator
                 .restore(WriteBatch::new(vec![row], Vec::new()))

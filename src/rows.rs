@@ -68,6 +68,84 @@ pub struct ExecutionRow {
     /// overtaking the queue) and the newest still wins.
     #[serde(rename = "runtallyVersion", default)]
     pub version: u64,
+    /// How much of this row a write applies: the whole state (the default), or, on rows the
+    /// writer derives from it, only the status or only the node's existence.
+    #[serde(default, skip_serializing_if = "ExecutionWrite::is_state")]
+    pub write: ExecutionWrite,
+}
+
+/// How much of an [`ExecutionRow`] a store applies.
+///
+/// Only [`ExecutionWrite::State`] rows come from run actors. The writer derives the other two
+/// so that an execution node never shows more than the task nodes already in the graph (or in
+/// the same transaction): a run's counters, and its end, are written with or after its task
+/// rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum ExecutionWrite {
+    /// Every property, if the row is not older than the node (by `runtallyVersion`).
+    #[default]
+    State,
+    /// Only `status` (and `updated`, `runtallyVersion`), if the row is newer than the node: the
+    /// urgent mark of a run that just failed or recovered while some of its task rows are
+    /// still queued. Counters stay as the node has them.
+    Status,
+    /// Only creates the node if it is missing (`running`, zero counters), so that task rows
+    /// written in a transaction before the one carrying the run's state find their execution.
+    /// An existing node is left as it is.
+    Placeholder,
+}
+
+impl ExecutionWrite {
+    /// Whether this is the whole state.
+    pub fn is_state(&self) -> bool {
+        *self == ExecutionWrite::State
+    }
+
+    /// The form the Cypher receives (`state`, `status`, `placeholder`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExecutionWrite::State => "state",
+            ExecutionWrite::Status => "status",
+            ExecutionWrite::Placeholder => "placeholder",
+        }
+    }
+}
+
+/// Fixed cost of a row besides its strings: the struct itself and, on the wire, its property
+/// names and scalar values (~25 properties of a few bytes each).
+const ROW_OVERHEAD_BYTES: usize = 512;
+
+impl ExecutionRow {
+    /// A copy that only writes this row's status (see [`ExecutionWrite::Status`]).
+    pub(crate) fn status_mark(&self) -> Self {
+        let mut row = self.clone();
+        row.write = ExecutionWrite::Status;
+        row.link_plan = false;
+        row
+    }
+
+    /// A copy that only makes sure the node exists (see [`ExecutionWrite::Placeholder`]).
+    pub(crate) fn placeholder(&self) -> Self {
+        let mut row = self.clone();
+        row.write = ExecutionWrite::Placeholder;
+        row.link_plan = false;
+        row
+    }
+
+    /// Whether this row ends the run (it carries an end time and is the whole state).
+    pub fn is_terminal(&self) -> bool {
+        self.write.is_state() && self.end_time.is_some()
+    }
+
+    /// Roughly what the row costs in memory and on the wire, in bytes.
+    pub fn weight(&self) -> usize {
+        ROW_OVERHEAD_BYTES
+            + self.id.as_str().len()
+            + self.plan_id.as_str().len()
+            + self.owner.as_deref().map_or(0, str::len)
+    }
 }
 
 impl ExecutionRow {
@@ -103,6 +181,7 @@ impl ExecutionRow {
             link_plan: true,
             owner: None,
             version: 0,
+            write: ExecutionWrite::State,
         })
     }
 }
@@ -242,6 +321,28 @@ impl TaskRow {
     pub fn failed(&self) -> bool {
         self.status == TaskStatus::Failure
     }
+
+    /// Roughly what the row costs in memory and on the wire, in bytes: its strings plus a fixed
+    /// overhead. Batches close and senders wait by this weight (`max_batch_bytes`,
+    /// `max_pending_bytes`). It depends only on the row's contents, so it is the same wherever
+    /// it is computed.
+    pub fn weight(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_deref().map_or(0, str::len);
+        ROW_OVERHEAD_BYTES
+            + self.id.len()
+            + self.execution_id.as_str().len()
+            + self.plan_id.as_str().len()
+            + self.task_id.as_str().len()
+            + self.task_title.len()
+            + self.output.len()
+            + opt(&self.error)
+            + self.agent_role_description.len()
+            + opt(&self.qc_role_description)
+            + opt(&self.prompt)
+            + opt(&self.qc_feedback)
+            + opt(&self.qc_issues)
+            + opt(&self.qc_required_fixes)
+    }
 }
 
 /// A refresh of `runtallyHeartbeat` on the execution nodes of live runs, so that
@@ -279,6 +380,15 @@ impl WriteBatch {
     /// Rows in the batch (a heartbeat is not a row).
     pub fn len(&self) -> usize {
         self.executions.len() + self.tasks.len()
+    }
+
+    /// Roughly what the batch costs in memory and on the wire (the sum of its rows' weights).
+    pub fn weight(&self) -> usize {
+        self.executions
+            .iter()
+            .map(ExecutionRow::weight)
+            .sum::<usize>()
+            + self.tasks.iter().map(TaskRow::weight).sum::<usize>()
     }
 
     /// Whether the batch holds nothing to write.

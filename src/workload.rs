@@ -98,7 +98,13 @@ impl WorkloadSpec {
         })
     }
 
-    fn task(&self, r: usize, i: usize) -> Result<(TaskDefinition, TaskResult), ModelError> {
+    /// Builds task `i` of run `r` alone (what [`WorkloadSpec::run`] builds for each task), for
+    /// a sender that generates results as it goes.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkloadSpec::run`].
+    pub fn task(&self, r: usize, i: usize) -> Result<(TaskDefinition, TaskResult), ModelError> {
         let bad = self.fails(r, i);
         let id = TaskId::new(format!("task-{i}"))?;
         let mut def = TaskDefinition::new(id.clone())

@@ -7,12 +7,14 @@
 //! execution node, and versions keep a newer state from being overwritten) while several
 //! transactions use the database at once.
 //!
-//! Flushes start when pending task rows reach `max_batch_rows`, when `flush_interval` passes, on
-//! `flush()` and at shutdown. A run's urgent state (it failed, recovered or finished) does not
-//! wait for any of that, nor for its lane's queue: a copy of its execution row is the lane's next
+//! Flushes start when pending task rows reach `max_batch_rows` or `max_batch_bytes`, when
+//! `flush_interval` passes, on `flush()` and at shutdown. A run's urgent status change (it
+//! failed or recovered) does not wait for any of that, nor for its lane's queue: a status-only
+//! mark of it (a whole copy once none of its task rows is outstanding) is the lane's next
 //! transaction after the one in flight (unless urgent copies have kept a due queue waiting for a
 //! whole `flush_interval`: then the queue goes once, so a stream of urgent states cannot starve
-//! it). One lane is the default: on ArcadeDB, concurrent transactions conflict on
+//! it). A final state never goes ahead of its run's task rows: it seals the open rows at once and
+//! is written in the transaction with the run's last task rows. One lane is the default: on ArcadeDB, concurrent transactions conflict on
 //! shared pages and nodes, and the retries stretch latency tails (see BENCHMARKS.md).
 //!
 //! A chunk that fails with a retriable error is sent again, with backoff, until it succeeds or a
@@ -26,13 +28,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{chain, FlushError, StoreError};
 use crate::metrics::{FlushReason, Metrics};
 use crate::model::ExecutionId;
 use crate::registry::Registry;
 use crate::rows::{ExecutionRow, Heartbeat, TaskRow, WriteBatch};
+use crate::slots::Slots;
 use crate::store::GraphStore;
 
 pub(crate) mod batch;
@@ -40,7 +43,7 @@ pub(crate) mod inbox;
 pub(crate) mod messages;
 pub(crate) mod retry;
 
-use batch::{split, Chunk, PendingWrites};
+use batch::{split, Chunk, ChunkLimits, PendingWrites};
 use inbox::{Delivery, Inbox, Ring};
 use messages::{Connect, Drained, Flush, ReconcileStale, Shutdown};
 use retry::{decide, Decision, RetryPolicy};
@@ -65,6 +68,7 @@ pub type RejectedHandler = Arc<dyn Fn(RejectedWrite) + Send + Sync>;
 #[derive(Clone)]
 pub(crate) struct WriterSettings {
     pub(crate) max_batch_rows: usize,
+    pub(crate) max_batch_bytes: usize,
     pub(crate) write_lanes: usize,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) flush_interval: Duration,
@@ -76,6 +80,15 @@ pub(crate) struct WriterSettings {
 /// How often the writer publishes through the `metrics` facade.
 #[cfg(feature = "metrics")]
 const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+impl WriterSettings {
+    fn limits(&self) -> ChunkLimits {
+        ChunkLimits {
+            rows: self.max_batch_rows,
+            bytes: self.max_batch_bytes,
+        }
+    }
+}
 
 /// Outcome of writing one chunk.
 #[derive(Default)]
@@ -97,19 +110,26 @@ struct FlushWaiter {
 /// What a lane is writing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Busy {
-    /// A chunk of this seal, with this many rows.
-    Chunk { seal: u64, rows: usize },
+    /// A chunk of this seal, with this many rows weighing this many bytes.
+    Chunk {
+        seal: u64,
+        rows: usize,
+        bytes: usize,
+    },
     /// Urgent copies of runs' newest states.
     Urgent,
 }
 
 /// One ordered stream of writes. Every run belongs to one lane (by a hash of its id), so a run's
 /// writes stay in order while lanes write in parallel, each on a connection of its own.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Lane {
     pending: PendingWrites,
     busy: Option<Busy>,
     timer_due: bool,
+    /// A run's final state arrived: seal as soon as the queue allows, so it follows its task
+    /// rows without waiting for the timer.
+    final_due: bool,
     /// Since when urgent copies have been going ahead of a queue that was due. After
     /// `flush_interval` of that, the queue goes first once, so a stream of urgent states cannot
     /// starve it.
@@ -131,7 +151,7 @@ pub(crate) struct DbWriterActor {
     rows_unwritten: u64,
     /// Finished runs whose final state is durable but whose task rows are not all settled.
     finished_durable: HashSet<ExecutionId>,
-    permits: Arc<Semaphore>,
+    permits: Arc<Slots>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     /// Shutdown deadline, watched by the writes in flight so they stop retrying in time.
@@ -153,12 +173,18 @@ impl DbWriterActor {
         store: Arc<dyn GraphStore>,
         settings: WriterSettings,
         inbox: Arc<Inbox>,
-        permits: Arc<Semaphore>,
+        permits: Arc<Slots>,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let lanes = (0..settings.write_lanes.max(1))
-            .map(|_| Lane::default())
+            .map(|_| Lane {
+                pending: PendingWrites::new(permits.cap()),
+                busy: None,
+                timer_due: false,
+                final_due: false,
+                queue_passed_over: None,
+            })
             .collect();
         Self {
             store,
@@ -191,7 +217,8 @@ impl DbWriterActor {
         self.inbox.take_into(&mut self.spare);
         let mut wake = false;
         let mut replaced = 0;
-        let max_batch_rows = self.settings.max_batch_rows;
+        let mut replaced_bytes = 0;
+        let limits = self.settings.limits();
         let mut deliveries = std::mem::take(&mut self.spare);
         for delivery in deliveries.drain(..) {
             match delivery {
@@ -200,31 +227,36 @@ impl DbWriterActor {
                     tasks,
                     urgent,
                 } => {
+                    let terminal = execution.is_terminal();
                     let lane = self.lane(&execution.id);
-                    replaced += lane.pending.push([execution], tasks, urgent).replaced;
-                    wake |= urgent || lane.pending.open_task_rows() >= max_batch_rows;
+                    let pushed = lane.pending.push([execution], tasks, urgent);
+                    replaced += pushed.replaced;
+                    replaced_bytes += pushed.replaced_bytes;
+                    lane.final_due |= terminal;
+                    wake |= urgent || lane.pending.open_full(limits);
                 }
                 Delivery::Restore(batch) => {
                     for execution in batch.executions {
-                        replaced += self
-                            .lane(&execution.id)
-                            .pending
-                            .push([execution], Vec::new(), false)
-                            .replaced;
+                        let pushed =
+                            self.lane(&execution.id)
+                                .pending
+                                .push([execution], Vec::new(), false);
+                        replaced += pushed.replaced;
+                        replaced_bytes += pushed.replaced_bytes;
                     }
                     for task in batch.tasks {
                         let lane = self.lane(&task.execution_id);
-                        replaced += lane.pending.push([], vec![task], false).replaced;
-                        wake |= lane.pending.open_task_rows() >= max_batch_rows;
+                        let pushed = lane.pending.push([], vec![task], false);
+                        replaced += pushed.replaced;
+                        replaced_bytes += pushed.replaced_bytes;
+                        wake |= lane.pending.open_full(limits);
                     }
                 }
             }
         }
         self.spare = deliveries;
-        if replaced > 0 {
-            // A replaced row will never be written: its slot is free now.
-            self.permits.add_permits(replaced);
-        }
+        // A replaced row will never be written: its slots are free now.
+        self.permits.release(replaced, replaced_bytes);
         wake
     }
 
@@ -272,14 +304,16 @@ impl DbWriterActor {
         if !self.schema_ready {
             return;
         }
-        let max = self.settings.max_batch_rows;
+        let limits = self.settings.limits();
         let flush_interval = self.settings.flush_interval;
         let shutting_down = self.shutdown.is_some();
         let lane = &mut self.lanes[i];
         let reason = if shutting_down {
             Some(FlushReason::Shutdown)
-        } else if lane.pending.open_task_rows() >= max {
+        } else if lane.pending.open_full(limits) {
             Some(FlushReason::Size)
+        } else if lane.final_due {
+            Some(FlushReason::Urgent)
         } else if lane.timer_due {
             Some(FlushReason::Timer)
         } else {
@@ -305,10 +339,11 @@ impl DbWriterActor {
         // Seal only behind an empty queue: rows left open keep coalescing meanwhile.
         if let Some(reason) = reason {
             if lane.pending.oldest_queued_seal().is_none() {
-                if lane.pending.seal(max).is_some() {
+                if lane.pending.seal(limits).is_some() {
                     self.metrics.flushed(reason);
                 }
                 lane.timer_due = false;
+                lane.final_due = false;
             }
         }
         if let Some(chunk) = self.lanes[i].pending.next_chunk() {
@@ -316,9 +351,10 @@ impl DbWriterActor {
         }
     }
 
-    /// Sends copies of urgent runs' newest state as the lane's next transaction, ahead of its
-    /// queue. The originals are still written in order with the queue; versions make it
-    /// irrelevant which of the two commits last. (A run's rows go only through its own lane, so
+    /// Sends urgent runs' newest state as the lane's next transaction, ahead of its queue: a
+    /// status-only mark while some of a run's task rows are outstanding, a whole copy once none
+    /// is (see `PendingWrites::urgent_copy`). The originals are still written in order with the
+    /// queue; versions make it irrelevant which of the two commits last. (A run's rows go only through its own lane, so
     /// a copy never races another of the run's writes to create its node.)
     fn write_urgent(&mut self, i: usize, batch: WriteBatch, ctx: &mut Context<Self>) {
         self.lanes[i].busy = Some(Busy::Urgent);
@@ -365,10 +401,11 @@ impl DbWriterActor {
     }
 
     fn write(&mut self, i: usize, chunk: Chunk, ctx: &mut Context<Self>) {
-        let Chunk { seal, batch } = chunk;
+        let Chunk { seal, batch, bytes } = chunk;
         self.lanes[i].busy = Some(Busy::Chunk {
             seal,
             rows: batch.len(),
+            bytes,
         });
         self.lanes[i].queue_passed_over = None;
         let store = Arc::clone(&self.store);
@@ -380,7 +417,8 @@ impl DbWriterActor {
             lane = i,
             seal,
             executions = batch.executions.len(),
-            tasks = batch.tasks.len()
+            tasks = batch.tasks.len(),
+            bytes
         );
         let started = Instant::now();
         let work = async move {
@@ -402,6 +440,7 @@ impl DbWriterActor {
         self.metrics.record_flush_latency(latency);
         for batch in &outcome.written {
             self.metrics.batches_written.fetch_add(1, Relaxed);
+            self.metrics.record_batch_bytes(batch.weight());
             self.metrics
                 .execution_rows_written
                 .fetch_add(batch.executions.len() as u64, Relaxed);
@@ -443,14 +482,15 @@ impl DbWriterActor {
     /// their final state and every task row are settled.
     fn settle(&mut self, i: usize, executions: &[ExecutionRow], tasks: &[TaskRow]) {
         if !tasks.is_empty() {
-            self.permits.add_permits(tasks.len());
+            let bytes = tasks.iter().map(|t| self.permits.charge(t)).sum();
+            self.permits.release(tasks.len(), bytes);
         }
         for run in self.lanes[i].pending.settle(tasks) {
             if self.finished_durable.remove(&run) {
                 self.registry.remove_finished(&run);
             }
         }
-        for row in executions.iter().filter(|e| e.end_time.is_some()) {
+        for row in executions.iter().filter(|e| e.is_terminal()) {
             if self.lanes[i].pending.has_outstanding(&row.id) {
                 self.finished_durable.insert(row.id.clone());
             } else {
@@ -507,18 +547,20 @@ impl DbWriterActor {
     }
 
     fn update_pending_gauge(&self) {
-        let rows: usize = self
-            .lanes
-            .iter()
-            .map(|lane| {
-                let in_flight = match lane.busy {
-                    Some(Busy::Chunk { rows, .. }) => rows,
-                    _ => 0,
-                };
-                lane.pending.pending_rows() + in_flight
-            })
-            .sum();
+        let (mut rows, mut bytes) = (0, 0);
+        for lane in &self.lanes {
+            if let Some(Busy::Chunk {
+                rows: r, bytes: b, ..
+            }) = lane.busy
+            {
+                rows += r;
+                bytes += b;
+            }
+            rows += lane.pending.pending_rows();
+            bytes += lane.pending.pending_bytes();
+        }
         self.metrics.pending_rows.store(rows as i64, Relaxed);
+        self.metrics.pending_bytes.store(bytes as i64, Relaxed);
     }
 
     fn finish_shutdown_if_done(&mut self) {
@@ -660,10 +702,10 @@ impl Handler<Flush> for DbWriterActor {
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
         self.metrics.writer_messages.fetch_add(1, Relaxed);
         self.take_inbox();
-        let max = self.settings.max_batch_rows;
+        let limits = self.settings.limits();
         let mut seals = Vec::with_capacity(self.lanes.len());
         for lane in &mut self.lanes {
-            if lane.pending.seal(max).is_some() {
+            if lane.pending.seal(limits).is_some() {
                 self.metrics.flushed(FlushReason::Manual);
             }
             seals.push(lane.pending.last_seal());
@@ -778,23 +820,52 @@ async fn write_isolating(
                 outcome.unwritten.push(batch);
                 outcome.unwritten.extend(stack.drain(..).rev());
             }
-            Err(Failure::Permanent(error)) => match split(batch) {
-                Ok((left, right)) => {
-                    tracing::warn!(
-                        error = %chain(&error),
-                        code = error.code().unwrap_or(""),
-                        rows = left.len() + right.len(),
-                        "write refused; splitting the batch to isolate the refused rows"
-                    );
-                    stack.push(right);
-                    stack.push(left);
+            Err(Failure::Permanent(error)) => {
+                let bytes = batch.weight();
+                match split(batch) {
+                    Ok((left, right)) => {
+                        if error.is_too_large() {
+                            // Not the rows' fault: halve by bytes until each half fits.
+                            metrics.oversize_splits.fetch_add(1, Relaxed);
+                            tracing::warn!(
+                                error = %chain(&error),
+                                bytes,
+                                rows = left.len() + right.len(),
+                                "write too large for the server; splitting it by bytes"
+                            );
+                        } else {
+                            tracing::warn!(
+                                error = %chain(&error),
+                                code = error.code().unwrap_or(""),
+                                rows = left.len() + right.len(),
+                                "write refused; splitting the batch to isolate the refused rows"
+                            );
+                        }
+                        stack.push(right);
+                        stack.push(left);
+                    }
+                    Err(single) => {
+                        // Placeholders are copies of a state written (or refused) on its own.
+                        let executions: Vec<ExecutionRow> = single
+                            .executions
+                            .into_iter()
+                            .filter(|e| e.write.is_state())
+                            .collect();
+                        if executions.is_empty() && single.tasks.is_empty() {
+                            tracing::warn!(
+                                error = %chain(&error),
+                                "placeholder refused; its run's state is written on its own"
+                            );
+                        } else {
+                            outcome.rejected.push(RejectedWrite {
+                                executions,
+                                tasks: single.tasks,
+                                error,
+                            });
+                        }
+                    }
                 }
-                Err(single) => outcome.rejected.push(RejectedWrite {
-                    executions: single.executions,
-                    tasks: single.tasks,
-                    error,
-                }),
-            },
+            }
         }
     }
     outcome

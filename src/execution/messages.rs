@@ -2,7 +2,6 @@
 
 use actix::Message;
 use chrono::{DateTime, Utc};
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::RunSnapshot;
 use crate::error::RecordError;
@@ -19,7 +18,7 @@ pub(crate) struct TakeResults;
 /// its run's queue was full (backpressure), or a run total may pass Bolt's range (an exact
 /// answer). The row is built and validated on the caller's thread.
 ///
-/// The permit is the task row's slot under `max_pending_rows`. If the actor refuses the row, or
+/// The permit is the task row's slots under `max_pending_rows` and `max_pending_bytes`. If the actor refuses the row, or
 /// stops before it handles the message, dropping the permit frees the slot; once the row is
 /// accepted the writer frees it when the row is written, replaced or rejected.
 ///
@@ -29,7 +28,7 @@ pub(crate) struct TakeResults;
 #[rtype(result = "Result<(), RecordError>")]
 pub(crate) struct RecordTask {
     pub(crate) row: TaskRow,
-    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) permit: crate::slots::Slot,
 }
 
 /// Sent by [`RunHandle::finish`](crate::RunHandle::finish) and

@@ -13,14 +13,13 @@
 //! row back, and whatever a stopping actor finds still queued is counted and logged, never
 //! lost silently.
 //!
-//! Each queued row holds a slot under `max_pending_rows`; the slots of the whole queue are
-//! merged into one permit, so taking the queue moves one permit, not one per row.
+//! Each queued row holds its slots under `max_pending_rows` and `max_pending_bytes`; the slots
+//! of the whole queue are merged into one, so taking the queue moves one slot, not one per row.
 
 use std::sync::Mutex;
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use crate::rows::TaskRow;
+use crate::slots::Slot;
 use crate::sync::lock;
 
 /// What [`ResultQueue::push`] did with a row.
@@ -32,7 +31,7 @@ pub(crate) enum Pushed {
     /// Queued. `wake`: the queue was quiet, so the caller must wake the actor.
     Queued { wake: bool },
     /// The queue is at its bound: the caller waits for the actor (or reports `Full`).
-    Full(TaskRow, OwnedSemaphorePermit),
+    Full(TaskRow, Slot),
     /// The queue is closed, for this reason (the row is dropped and its slot freed).
     Closed(Closed),
 }
@@ -51,13 +50,13 @@ pub(crate) enum Closed {
 pub(crate) struct Taken {
     pub(crate) rows: Vec<TaskRow>,
     /// One permit for all the rows (`None` when there are none).
-    pub(crate) permit: Option<OwnedSemaphorePermit>,
+    pub(crate) permit: Option<Slot>,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
     rows: Vec<TaskRow>,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<Slot>,
     /// Rows in the last take: the next turn's first push reserves this much at once.
     hint: usize,
     /// A wake-up is on its way to the actor (or the actor is about to take the queue). False
@@ -83,7 +82,7 @@ impl ResultQueue {
     }
 
     /// Queues a row with its slot.
-    pub(crate) fn push(&self, row: TaskRow, permit: OwnedSemaphorePermit) -> Pushed {
+    pub(crate) fn push(&self, row: TaskRow, permit: Slot) -> Pushed {
         let mut queue = lock(&self.queue);
         if let Some(why) = queue.closed {
             return Pushed::Closed(why);
@@ -140,12 +139,9 @@ impl ResultQueue {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use tokio::sync::Semaphore;
-
     use super::*;
     use crate::model::{ExecutionId, PlanId, TaskDefinition, TaskId, TaskResult};
+    use crate::slots::Slots;
 
     fn row(task: &str) -> TaskRow {
         let id = TaskId::new(task).expect("id");
@@ -159,13 +155,13 @@ mod tests {
         .expect("row")
     }
 
-    fn permit(slots: &Arc<Semaphore>) -> OwnedSemaphorePermit {
-        Arc::clone(slots).try_acquire_owned().expect("slot")
+    fn permit(slots: &Slots) -> Slot {
+        slots.try_acquire(100).expect("slot")
     }
 
     #[test]
     fn only_the_push_into_a_quiet_queue_wakes_the_actor() {
-        let slots = Arc::new(Semaphore::new(10));
+        let slots = Slots::new(10, 1 << 20);
         let queue = ResultQueue::new(8);
         assert!(matches!(
             queue.push(row("a"), permit(&slots)),
@@ -178,7 +174,10 @@ mod tests {
         let taken = queue.take();
         let ids: Vec<&str> = taken.rows.iter().map(|r| r.task_id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
-        assert_eq!(taken.permit.as_ref().map(|p| p.num_permits()), Some(2));
+        assert_eq!(
+            taken.permit.as_ref().map(|p| (p.rows(), p.bytes())),
+            Some((2, 200))
+        );
         // Taken: the next push must wake the actor again.
         assert!(matches!(
             queue.push(row("c"), permit(&slots)),
@@ -188,7 +187,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_gives_the_row_and_its_slot_back() {
-        let slots = Arc::new(Semaphore::new(10));
+        let slots = Slots::new(10, 1 << 20);
         let queue = ResultQueue::new(1);
         assert!(matches!(
             queue.push(row("a"), permit(&slots)),
@@ -202,21 +201,21 @@ mod tests {
             other => panic!("expected Full, got {other:?}"),
         }
         assert_eq!(queue.len(), 1);
-        assert_eq!(slots.available_permits(), 9);
+        assert_eq!(slots.free_rows(), 9);
     }
 
     #[test]
     fn a_closed_queue_refuses_pushes_and_frees_the_taken_slots_when_dropped() {
-        let slots = Arc::new(Semaphore::new(10));
+        let slots = Slots::new(10, 1 << 20);
         let queue = ResultQueue::new(8);
         for task in ["a", "b", "c"] {
             let _ = queue.push(row(task), permit(&slots));
         }
         let leftovers = queue.close(Closed::Finished);
         assert_eq!(leftovers.rows.len(), 3);
-        assert_eq!(slots.available_permits(), 7);
+        assert_eq!(slots.free_rows(), 7);
         drop(leftovers);
-        assert_eq!(slots.available_permits(), 10);
+        assert_eq!(slots.free_rows(), 10);
         assert!(matches!(
             queue.push(row("d"), permit(&slots)),
             Pushed::Closed(Closed::Finished)

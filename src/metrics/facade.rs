@@ -17,6 +17,9 @@
 //! | `runtally_actor_messages_total` | counter | `actor` = `run`, `writer` | messages handled (for run actors: task results and other messages) |
 //! | `runtally_actor_mailbox_depth` | gauge | `actor` = `run`, `writer` | task results and messages (run actors) or deliveries (writer inbox) waiting |
 //! | `runtally_pending_rows` | gauge | | rows accepted and not yet written |
+//! | `runtally_pending_bytes` | gauge | | bytes of rows accepted and not yet written (by row weight) |
+//! | `runtally_batch_bytes` | histogram | | bytes of one committed batch (by row weight) |
+//! | `runtally_oversize_splits_total` | counter | | writes the server refused for their size, split by bytes |
 //! | `runtally_batches_written_total` | counter | | transactions committed |
 //! | `runtally_rows_written_total` | counter | `kind` = `execution`, `task` | rows committed |
 //! | `runtally_flush_duration_seconds` | histogram | | one chunk's write, retries included |
@@ -56,6 +59,8 @@ pub(crate) fn publish(s: &MetricsSnapshot) {
     gauge!("runtally_actor_mailbox_depth", "actor" => "writer")
         .set(s.writer_actor.mailbox_depth as f64);
     gauge!("runtally_pending_rows").set(s.pending_rows as f64);
+    gauge!("runtally_pending_bytes").set(s.pending_bytes as f64);
+    counter!("runtally_oversize_splits_total").absolute(s.oversize_splits);
     counter!("runtally_batches_written_total").absolute(s.batches_written);
     counter!("runtally_rows_written_total", "kind" => "execution")
         .absolute(s.execution_rows_written);
@@ -83,4 +88,9 @@ pub(crate) fn publish(s: &MetricsSnapshot) {
 /// Records one flush's latency.
 pub(crate) fn record_flush(latency: Duration) {
     histogram!("runtally_flush_duration_seconds").record(latency.as_secs_f64());
+}
+
+/// Records one committed batch's weight.
+pub(crate) fn record_batch_bytes(bytes: usize) {
+    histogram!("runtally_batch_bytes").record(bytes as f64);
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use super::{BoxFuture, GraphStore};
 use crate::error::StoreError;
 use crate::model::RunStatus;
-use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+use crate::rows::{ExecutionRow, ExecutionWrite, TaskRow, WriteBatch};
 use crate::sync::lock;
 
 type Fault = Box<dyn FnMut(&WriteBatch) -> Option<StoreError> + Send>;
@@ -123,20 +123,39 @@ impl MemoryStore {
             });
         }
         for row in &batch.executions {
-            if graph
-                .executions
-                .get(row.id.as_str())
-                .is_some_and(|old| old.version > row.version)
-            {
-                continue; // a newer state of the run is already stored
-            }
-            let created = graph
-                .executions
-                .get(row.id.as_str())
-                .map_or(row.created, |old| old.created);
-            let mut row = row.clone();
-            row.created = created;
-            graph.executions.insert(row.id.as_str().to_owned(), row);
+            let stored = graph.executions.get(row.id.as_str());
+            let stored_version = stored.map(|old| old.version);
+            let created = stored.map_or(row.created, |old| old.created);
+            let new_row = match row.write {
+                // A newer state of the run is already stored.
+                ExecutionWrite::State if stored_version.is_some_and(|v| v > row.version) => {
+                    continue
+                }
+                ExecutionWrite::State => {
+                    let mut new = row.clone();
+                    new.created = created;
+                    new
+                }
+                ExecutionWrite::Status => match stored {
+                    Some(old) if old.version >= row.version => continue,
+                    Some(old) => {
+                        let mut new = old.clone();
+                        new.status = row.status;
+                        new.updated = row.updated;
+                        new.version = row.version;
+                        new
+                    }
+                    None => {
+                        let mut new = placeholder_of(row);
+                        new.status = row.status;
+                        new.version = row.version;
+                        new
+                    }
+                },
+                ExecutionWrite::Placeholder if stored.is_some() => continue,
+                ExecutionWrite::Placeholder => placeholder_of(row),
+            };
+            graph.executions.insert(row.id.as_str().to_owned(), new_row);
         }
         for row in &batch.tasks {
             if row.failed() {
@@ -158,6 +177,24 @@ impl MemoryStore {
         graph.batches += 1;
         Ok(())
     }
+}
+
+/// The node a placeholder creates: `running`, zero counters, no end, version below any state.
+fn placeholder_of(row: &ExecutionRow) -> ExecutionRow {
+    let mut new = row.clone();
+    new.status = RunStatus::Running;
+    new.end_time = None;
+    new.duration_ms = 0;
+    new.tasks_successful = 0;
+    new.tasks_failed = 0;
+    new.tokens_input = 0;
+    new.tokens_output = 0;
+    new.tokens_total = 0;
+    new.tool_calls = 0;
+    new.link_plan = false;
+    new.version = 0;
+    new.write = ExecutionWrite::State;
+    new
 }
 
 impl GraphStore for MemoryStore {

@@ -24,17 +24,41 @@ use crate::error::StoreError;
 use crate::model::{ExecutionId, RunStatus, TaskStatus};
 use crate::rows::{iso_millis, ExecutionRow, TaskRow, WriteBatch};
 
-/// Upserts execution nodes with absolute values, unless the node already holds a newer version
-/// of the run (an urgent copy that overtook this write). `created` only on creation; the plan
-/// link only when the row asks for it (first and final writes), because merging it scans the
-/// execution's edges. The link does not depend on the version: a row that lost to a newer copy
-/// may still be the one that asks for it.
+/// Upserts execution nodes. What a row writes depends on its `write` kind:
+/// - `state`: every property, unless the node already holds a newer version of the run (an
+///   urgent mark that overtook this write);
+/// - `status`: only the status, if the row is newer than the node (an urgent mark written ahead
+///   of the run's queued task rows, so its counters must not be);
+/// - `placeholder`: nothing beyond creating a missing node.
+///
+/// A missing node is created `running` with zero counters and a version below any state, so a
+/// node never shows counters or an end before the transaction that carries them. `created`
+/// only on creation; the plan link only when the row asks for it (first and final writes),
+/// because merging it scans the execution's edges. The link does not depend on the version: a
+/// row that lost to a newer mark may still be the one that asks for it.
 const UPSERT_EXECUTIONS: &str = "\
 UNWIND $rows AS row
 MERGE (exec:Node {id: row.id})
-ON CREATE SET exec.created = datetime(row.created)
+ON CREATE SET exec.type = 'orchestration_execution',
+    exec.planId = row.planId,
+    exec.status = 'running',
+    exec.startTime = datetime(row.startTime),
+    exec.duration = 0,
+    exec.tasksTotal = row.tasksTotal,
+    exec.tasksSuccessful = 0,
+    exec.tasksFailed = 0,
+    exec.tokensInput = 0,
+    exec.tokensOutput = 0,
+    exec.tokensTotal = 0,
+    exec.toolCalls = 0,
+    exec.created = datetime(row.created),
+    exec.updated = datetime(row.updated),
+    exec.runtallyOwner = row.owner,
+    exec.runtallyHeartbeat = datetime(row.updated),
+    exec.runtallyVersion = -1
 WITH exec, row
-FOREACH (_ IN CASE WHEN coalesce(exec.runtallyVersion, -1) <= row.version THEN [1] ELSE [] END |
+FOREACH (_ IN CASE WHEN row.write = 'state'
+                    AND coalesce(exec.runtallyVersion, -1) <= row.version THEN [1] ELSE [] END |
 SET exec.type = 'orchestration_execution',
     exec.planId = row.planId,
     exec.status = row.status,
@@ -50,6 +74,12 @@ SET exec.type = 'orchestration_execution',
     exec.toolCalls = row.toolCalls,
     exec.updated = datetime(row.updated),
     exec.runtallyOwner = row.owner,
+    exec.runtallyHeartbeat = datetime(row.updated),
+    exec.runtallyVersion = row.version)
+FOREACH (_ IN CASE WHEN row.write = 'status'
+                    AND coalesce(exec.runtallyVersion, -1) < row.version THEN [1] ELSE [] END |
+SET exec.status = row.status,
+    exec.updated = datetime(row.updated),
     exec.runtallyHeartbeat = datetime(row.updated),
     exec.runtallyVersion = row.version)
 WITH exec, row WHERE row.linkPlan
@@ -493,7 +523,7 @@ impl Params {
 }
 
 fn execution_params(row: &ExecutionRow) -> BoltType {
-    let mut p = Params::new(18);
+    let mut p = Params::new(19);
     p.put("id", row.id.as_str())
         .put("planId", row.plan_id.as_str())
         .put("status", row.status.as_str())
@@ -511,7 +541,8 @@ fn execution_params(row: &ExecutionRow) -> BoltType {
         .time("updated", &row.updated)
         .put("linkPlan", row.link_plan)
         .put("owner", row.owner.as_deref())
-        .put("version", i64::try_from(row.version).unwrap_or(i64::MAX));
+        .put("version", i64::try_from(row.version).unwrap_or(i64::MAX))
+        .put("write", row.write.as_str());
     p.done()
 }
 

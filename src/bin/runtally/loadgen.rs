@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use runtally::rows::{ExecutionRow, TaskRow, WriteBatch};
+use runtally::rows::{ExecutionRow, ExecutionWrite, TaskRow, WriteBatch};
 use runtally::store::{GraphStore, Neo4jStore, NullStore};
 use runtally::workload::{WorkloadRun, WorkloadSpec};
 use runtally::{Aggregator, AggregatorConfig, RunStart, RunStatus, TaskStatus};
@@ -62,6 +62,12 @@ pub(crate) struct LoadgenArgs {
     /// Bound on pending task rows.
     #[arg(long, default_value_t = runtally::config::DEFAULT_MAX_PENDING_ROWS)]
     max_pending_rows: usize,
+    /// Bytes of rows per write transaction (also for --raw).
+    #[arg(long, default_value_t = runtally::config::DEFAULT_MAX_BATCH_BYTES)]
+    max_batch_bytes: usize,
+    /// Bound on the bytes of pending task rows.
+    #[arg(long, default_value_t = runtally::config::DEFAULT_MAX_PENDING_BYTES)]
+    max_pending_bytes: usize,
     /// Run-actor threads (default: runtally's default).
     #[arg(long)]
     arbiters: Option<usize>,
@@ -115,6 +121,8 @@ async fn through_actors(
     let mut builder = AggregatorConfig::builder()
         .with_max_batch_rows(args.max_batch_rows)
         .with_max_pending_rows(args.max_pending_rows)
+        .with_max_batch_bytes(args.max_batch_bytes)
+        .with_max_pending_bytes(args.max_pending_bytes)
         .with_write_lanes(args.write_lanes)
         .with_flush_interval(Duration::from_millis(args.flush_interval_ms.max(1)));
     if let Some(n) = args.arbiters {
@@ -207,10 +215,13 @@ async fn through_actors(
         "tasks": tasks,
         "concurrency": args.concurrency,
         "max_batch_rows": args.max_batch_rows,
+        "max_batch_bytes": args.max_batch_bytes,
+        "max_pending_bytes": args.max_pending_bytes,
         "write_lanes": args.write_lanes,
         "rate": args.rate,
         "seconds": round3(seconds),
         "tasks_per_s": (tasks as f64 / seconds).round(),
+        "output_mb_per_s": round3((tasks * spec.output_bytes) as f64 / seconds / 1e6),
         "accept_seconds": round3(sent_seconds),
         "accepted_per_s": (tasks as f64 / sent_seconds).round(),
         "task_finished_p50_us": latencies.value_at_quantile(0.50) as f64 / 1000.0,
@@ -379,6 +390,7 @@ async fn raw(args: &LoadgenArgs, spec: &WorkloadSpec) -> anyhow::Result<serde_js
     let mut current = WriteBatch::default();
     let now = chrono::Utc::now();
     let mut tasks = 0usize;
+    let mut current_bytes = 0usize;
     for r in 0..spec.runs {
         let run = spec.run(r)?;
         let mut exec = ExecutionRow::started(
@@ -412,17 +424,34 @@ async fn raw(args: &LoadgenArgs, spec: &WorkloadSpec) -> anyhow::Result<serde_js
         exec.end_time = Some(run.end_time);
         exec.duration_ms = (run.end_time - run.start_time).num_milliseconds();
         tasks += rows.len();
-        // Batches end between runs, so each holds its runs' executions with their tasks and
-        // several writers can write them in any order.
-        current.executions.push(exec);
-        current.tasks.extend(rows);
-        if current.tasks.len() >= args.max_batch_rows {
-            batches.push(std::mem::take(&mut current));
+        // Batches close at the row or byte bound, as the writer's do. A run that spans
+        // batches has a placeholder in each earlier one, so its tasks find their node whatever
+        // order the writers take the batches in.
+        let mut placeholder = exec.clone();
+        placeholder.write = ExecutionWrite::Placeholder;
+        let mut in_current = false;
+        for row in rows {
+            let weight = row.weight();
+            if !current.tasks.is_empty()
+                && (current.tasks.len() >= args.max_batch_rows
+                    || current_bytes + weight > args.max_batch_bytes)
+            {
+                if in_current {
+                    current.executions.push(placeholder.clone());
+                }
+                batches.push(std::mem::take(&mut current));
+                current_bytes = 0;
+            }
+            in_current = true;
+            current_bytes += weight;
+            current.tasks.push(row);
         }
+        current.executions.push(exec);
     }
     if !current.is_empty() {
         batches.push(current);
     }
+    let bytes: usize = batches.iter().map(WriteBatch::weight).sum();
     let started = Instant::now();
     let queue = Arc::new(Mutex::new(batches.into_iter().rev().collect::<Vec<_>>()));
     let writers = if args.concurrency > 1 {
@@ -462,6 +491,10 @@ async fn raw(args: &LoadgenArgs, spec: &WorkloadSpec) -> anyhow::Result<serde_js
         "tasks": tasks,
         "writers": writers,
         "max_batch_rows": args.max_batch_rows,
+        "max_batch_bytes": args.max_batch_bytes,
+        "batch_mb": round3(bytes as f64 / 1e6),
+        // Task outputs written per second, the payload an orchestrator cares about.
+        "output_mb_per_s": round3((tasks * spec.output_bytes) as f64 / seconds / 1e6),
         "seconds": round3(seconds),
         "tasks_per_s": (tasks as f64 / seconds).round(),
         "peak_rss_mib": peak_rss_mib(),

@@ -19,6 +19,14 @@ pub(crate) struct ReplayArgs {
     /// Task rows per write transaction.
     #[arg(long, default_value_t = runtally::config::DEFAULT_MAX_BATCH_ROWS)]
     max_batch_rows: usize,
+    /// Bytes of rows per write transaction (a batch closes at this or at --max-batch-rows,
+    /// whichever comes first; a larger row goes alone).
+    #[arg(long, default_value_t = runtally::config::DEFAULT_MAX_BATCH_BYTES)]
+    max_batch_bytes: usize,
+    /// Bytes of task rows held in memory waiting for the database; at the bound the replay
+    /// waits (backpressure).
+    #[arg(long, default_value_t = runtally::config::DEFAULT_MAX_PENDING_BYTES)]
+    max_pending_bytes: usize,
     /// Write transactions in flight at once.
     #[arg(long, default_value_t = runtally::config::DEFAULT_WRITE_LANES)]
     write_lanes: usize,
@@ -46,6 +54,8 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .with_max_batch_rows(args.max_batch_rows)
         .with_write_lanes(args.write_lanes)
         .with_max_pending_rows(runtally::config::DEFAULT_MAX_PENDING_ROWS.max(args.max_batch_rows))
+        .with_max_batch_bytes(args.max_batch_bytes)
+        .with_max_pending_bytes(args.max_pending_bytes)
         .with_flush_interval(Duration::from_millis(args.flush_interval_ms.max(1)))
         .build()?;
     let aggregator = Aggregator::start(config).await?;
@@ -68,6 +78,8 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         "concurrency": args.concurrency,
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "tasks_per_s": (summary.tasks as f64 / seconds).round(),
+        "input_mb_per_s": ((input.len() as f64 / seconds / 1e6) * 1000.0).round() / 1000.0,
+        "peak_rss_mib": crate::loadgen::peak_rss_mib(),
         "write_errors": report.metrics.rows_rejected + report.metrics.rows_dropped,
         "metrics": report.metrics,
     });
