@@ -81,6 +81,18 @@ pub enum StoreError {
         #[source]
         source: neo4rs::Error,
     },
+    /// The uniqueness constraint on `:Node(id)` is missing and cannot be created; `fix` says
+    /// what an operator must do.
+    #[error(
+        "the database lacks a uniqueness constraint on :Node(id) and it cannot be created: {fix}"
+    )]
+    Schema {
+        /// What to do about it.
+        fix: &'static str,
+        /// Why creating it failed.
+        #[source]
+        source: Box<StoreError>,
+    },
     /// The write did not finish within the configured timeout.
     #[error("database call timed out after {0:?}")]
     Timeout(Duration),
@@ -116,9 +128,39 @@ impl StoreError {
             StoreError::Config(_)
             | StoreError::Auth(_)
             | StoreError::TooLarge { .. }
+            | StoreError::Schema { .. }
             | StoreError::Orphaned { .. }
             | StoreError::Decode { .. } => false,
         }
+    }
+
+    /// The schema error for a constraint that could not be created, with the fix its cause
+    /// calls for.
+    pub(crate) fn schema(source: StoreError) -> Self {
+        let code = source.code().unwrap_or("");
+        let fix =
+            if code.contains("ConstraintCreationFailed") || code.contains("ConstraintValidation") {
+                "nodes with the same id exist; find them with MATCH (n:Node) WITH n.id AS id, \
+             count(*) AS c WHERE c > 1 RETURN id, merge or delete the extra ones, then restart"
+            } else if code.starts_with("Neo.ClientError.Security.") {
+                "the user may not change the schema; have an administrator run CREATE CONSTRAINT \
+             node_id_unique IF NOT EXISTS FOR (n:Node) REQUIRE n.id IS UNIQUE, then restart"
+            } else {
+                "create it as an administrator: CREATE CONSTRAINT node_id_unique IF NOT EXISTS FOR \
+             (n:Node) REQUIRE n.id IS UNIQUE (the cause below says why runtally could not)"
+            };
+        StoreError::Schema {
+            fix,
+            source: Box::new(source),
+        }
+    }
+
+    /// Whether the server answered that it is not the cluster's leader
+    /// (`Neo.ClientError.Cluster.NotALeader`): a `bolt://` URI that reaches a follower. Such a
+    /// write is retried (the leader may move to this server), and the writer logs at ERROR that
+    /// the URI should name the leader.
+    pub fn is_not_a_leader(&self) -> bool {
+        self.code().is_some_and(code_is_not_a_leader)
     }
 
     /// Whether the server refused the write for its size (see [`StoreError::TooLarge`]).
@@ -137,6 +179,7 @@ impl StoreError {
                 neo4rs::Error::Neo4j(e) => Some(e.code()),
                 _ => None,
             },
+            StoreError::Schema { source, .. } => source.code(),
             _ => None,
         }
     }
@@ -224,6 +267,10 @@ fn driver_error_is_retriable(e: &neo4rs::Error) -> bool {
 
 /// Server status codes worth retrying: the transient class (deadlocks, lock timeouts, an
 /// unavailable database) and a cluster member that stopped being the leader.
+fn code_is_not_a_leader(code: &str) -> bool {
+    code == "Neo.ClientError.Cluster.NotALeader"
+}
+
 fn code_is_retriable(code: &str) -> bool {
     code.starts_with("Neo.TransientError.")
         || code == "Neo.ClientError.Cluster.NotALeader"
@@ -373,6 +420,36 @@ mod tests {
             "Neo.ClientError.Schema.ConstraintValidationFailed"
         ));
         assert!(!code_is_retriable("Neo.DatabaseError.General.UnknownError"));
+    }
+
+    #[test]
+    fn writes_refused_for_their_size_are_recognised_by_code_or_message() {
+        // ArcadeDB's Bolt plugin, seen in issue 12.
+        assert!(refused_for_size(
+            "Neo.DatabaseError.General.UnknownError",
+            "BOLT message too large: exceeds 16777216 bytes after chunk reassembly"
+        ));
+        // Neo4j 5's transaction memory limits.
+        assert!(refused_for_size(
+            "Neo.TransientError.General.MemoryPoolOutOfMemoryError",
+            "The allocation of an extra 2.0 MiB would use more than the limit"
+        ));
+        assert!(refused_for_size(
+            "Neo.TransientError.General.TransactionOutOfMemoryError",
+            ""
+        ));
+        assert!(!refused_for_size(
+            "Neo.DatabaseError.General.UnknownError",
+            "something else broke"
+        ));
+        assert!(!refused_for_size(
+            "Neo.TransientError.Transaction.DeadlockDetected",
+            ""
+        ));
+        assert!(code_is_not_a_leader("Neo.ClientError.Cluster.NotALeader"));
+        assert!(!code_is_not_a_leader(
+            "Neo.ClientError.Statement.SyntaxError"
+        ));
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub(crate) struct Metrics {
     pub(crate) rows_dropped: AtomicU64,
     pub(crate) rows_spilled: AtomicU64,
     pub(crate) oversize_splits: AtomicU64,
+    /// Whether a follower's `NotALeader` refusal was logged at ERROR already (once per writer).
+    pub(crate) not_a_leader_logged: AtomicBool,
     pub(crate) database_up: AtomicBool,
     flush_latency_us: Mutex<Histogram<u64>>,
     batch_bytes: Mutex<Histogram<u64>>,
@@ -140,6 +142,7 @@ impl Default for Metrics {
             rows_dropped: AtomicU64::new(0),
             rows_spilled: AtomicU64::new(0),
             oversize_splits: AtomicU64::new(0),
+            not_a_leader_logged: AtomicBool::new(false),
             database_up: AtomicBool::new(false),
             // 1 µs to 10 min at 3 significant digits.
             flush_latency_us: Mutex::new(

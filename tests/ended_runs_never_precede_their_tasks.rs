@@ -21,16 +21,19 @@ use runtally::{AggregatorConfig, RetryPolicy, TaskStatus};
 
 /// Runs whose node shows more than its task nodes: an end time with counters that do not match
 /// the task nodes, or counters above the task nodes at any time.
+///
+/// The node's own values are read first, then its task nodes, as the seed's client does (one
+/// query for the status, then one for the tasks): under read committed (Neo4j) a query that
+/// read the task nodes first could see a transaction committed between its two reads.
 const VIOLATIONS: &str = "\
 MATCH (exec:Node {type: 'orchestration_execution'})
 WHERE exec.id STARTS WITH $prefix
+WITH exec, exec.tasksSuccessful + exec.tasksFailed AS counted,
+     exec.endTime IS NOT NULL AS ended, exec.tokensTotal AS tokensTotal, exec.status AS status
 OPTIONAL MATCH (exec)-[:HAS_TASK_EXECUTION]->(te:Node)
-WITH exec, count(te) AS nodes, sum(te.tokensTotal) AS tokens
-WHERE nodes < exec.tasksSuccessful + exec.tasksFailed
-   OR (exec.endTime IS NOT NULL
-       AND (nodes <> exec.tasksSuccessful + exec.tasksFailed OR tokens <> exec.tokensTotal))
-RETURN exec.id AS id, exec.status AS status, nodes,
-       exec.tasksSuccessful + exec.tasksFailed AS counted";
+WITH exec, counted, ended, tokensTotal, status, count(te) AS nodes, sum(te.tokensTotal) AS tokens
+WHERE nodes < counted OR (ended AND (nodes <> counted OR tokens <> tokensTotal))
+RETURN exec.id AS id, status, nodes, counted";
 
 /// A reader polling every few milliseconds until stopped; returns the violations it saw (at
 /// most a few, for the message) and how many polls it made.

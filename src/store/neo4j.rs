@@ -22,43 +22,19 @@ use super::{BoxFuture, ExecutionRecord, GraphStore, TaskExecutionRecord};
 use crate::config::Neo4jConfig;
 use crate::error::StoreError;
 use crate::model::{ExecutionId, RunStatus, TaskStatus};
-use crate::rows::{iso_millis, ExecutionRow, TaskRow, WriteBatch};
+use crate::rows::{iso_millis, ExecutionRow, ExecutionWrite, TaskRow, WriteBatch};
 
-/// Upserts execution nodes. What a row writes depends on its `write` kind:
-/// - `state`: every property, unless the node already holds a newer version of the run (an
-///   urgent mark that overtook this write);
-/// - `status`: only the status, if the row is newer than the node (an urgent mark written ahead
-///   of the run's queued task rows, so its counters must not be);
-/// - `placeholder`: nothing beyond creating a missing node.
-///
-/// A missing node is created `running` with zero counters and a version below any state, so a
-/// node never shows counters or an end before the transaction that carries them. `created`
-/// only on creation; the plan link only when the row asks for it (first and final writes),
-/// because merging it scans the execution's edges. The link does not depend on the version: a
-/// row that lost to a newer mark may still be the one that asks for it.
+/// Upserts execution nodes with absolute values (rows of kind `state`), unless the node already
+/// holds a newer version of the run (an urgent mark that overtook this write). `created` only
+/// on creation; the plan link only when the row asks for it (first and final writes), because
+/// merging it scans the execution's edges. The link does not depend on the version: a row that
+/// lost to a newer mark may still be the one that asks for it.
 const UPSERT_EXECUTIONS: &str = "\
 UNWIND $rows AS row
 MERGE (exec:Node {id: row.id})
-ON CREATE SET exec.type = 'orchestration_execution',
-    exec.planId = row.planId,
-    exec.status = 'running',
-    exec.startTime = datetime(row.startTime),
-    exec.duration = 0,
-    exec.tasksTotal = row.tasksTotal,
-    exec.tasksSuccessful = 0,
-    exec.tasksFailed = 0,
-    exec.tokensInput = 0,
-    exec.tokensOutput = 0,
-    exec.tokensTotal = 0,
-    exec.toolCalls = 0,
-    exec.created = datetime(row.created),
-    exec.updated = datetime(row.updated),
-    exec.runtallyOwner = row.owner,
-    exec.runtallyHeartbeat = datetime(row.updated),
-    exec.runtallyVersion = -1
+ON CREATE SET exec.created = datetime(row.created)
 WITH exec, row
-FOREACH (_ IN CASE WHEN row.write = 'state'
-                    AND coalesce(exec.runtallyVersion, -1) <= row.version THEN [1] ELSE [] END |
+FOREACH (_ IN CASE WHEN coalesce(exec.runtallyVersion, -1) <= row.version THEN [1] ELSE [] END |
 SET exec.type = 'orchestration_execution',
     exec.planId = row.planId,
     exec.status = row.status,
@@ -76,16 +52,55 @@ SET exec.type = 'orchestration_execution',
     exec.runtallyOwner = row.owner,
     exec.runtallyHeartbeat = datetime(row.updated),
     exec.runtallyVersion = row.version)
-FOREACH (_ IN CASE WHEN row.write = 'status'
-                    AND coalesce(exec.runtallyVersion, -1) < row.version THEN [1] ELSE [] END |
-SET exec.status = row.status,
-    exec.updated = datetime(row.updated),
-    exec.runtallyHeartbeat = datetime(row.updated),
-    exec.runtallyVersion = row.version)
 WITH exec, row WHERE row.linkPlan
 MATCH (plan:Node {id: row.planId})
 WHERE plan.type = 'orchestration_plan'
 MERGE (exec)-[:EXECUTES_PLAN]->(plan)";
+
+/// What a missing node is created as by a placeholder or an urgent mark (rows of kinds
+/// `placeholder` and `status`): `running`, zero counters, no end, and a version below any
+/// state, so a node never shows counters or an end before the transaction that carries them.
+/// An existing node is not touched here.
+macro_rules! create_missing_execution {
+    () => {
+        "MERGE (exec:Node {id: row.id})
+ON CREATE SET exec.type = 'orchestration_execution',
+    exec.planId = row.planId,
+    exec.status = 'running',
+    exec.startTime = datetime(row.startTime),
+    exec.duration = 0,
+    exec.tasksTotal = row.tasksTotal,
+    exec.tasksSuccessful = 0,
+    exec.tasksFailed = 0,
+    exec.tokensInput = 0,
+    exec.tokensOutput = 0,
+    exec.tokensTotal = 0,
+    exec.toolCalls = 0,
+    exec.created = datetime(row.created),
+    exec.updated = datetime(row.updated),
+    exec.runtallyOwner = row.owner,
+    exec.runtallyHeartbeat = datetime(row.updated),
+    exec.runtallyVersion = -1
+"
+    };
+}
+
+/// Placeholders: make sure the node exists, so that task rows written before the transaction
+/// carrying their run's state find it.
+const UPSERT_PLACEHOLDERS: &str = concat!("UNWIND $rows AS row\n", create_missing_execution!());
+
+/// Urgent marks: only the status (and `updated`, the version), if the row is newer than the
+/// node. Its counters stay as the node has them: the task rows they count may still be queued.
+const UPSERT_MARKS: &str = concat!(
+    "UNWIND $rows AS row\n",
+    create_missing_execution!(),
+    "WITH exec, row
+WHERE coalesce(exec.runtallyVersion, -1) < row.version
+SET exec.status = row.status,
+    exec.updated = datetime(row.updated),
+    exec.runtallyHeartbeat = datetime(row.updated),
+    exec.runtallyVersion = row.version"
+);
 
 /// Upserts task execution nodes and their edges, returning how many rows found their
 /// execution. `FAILED_TASK` follows the row's status, so a success re-sent over a failure
@@ -134,12 +149,24 @@ RETURN count(DISTINCT te) AS written";
 
 /// Marks runs whose writer stopped heart-beating as interrupted. Seed-written runs have no
 /// heartbeat; their `updated` stands in for it.
+///
+/// Under read committed (Neo4j) the first `WHERE` may read a run that a concurrent `finish` is
+/// about to end: its transaction holds the node's lock, and nothing re-checks the condition
+/// once the lock is granted. So the statement takes each candidate's write lock first (a
+/// throwaway property, set and removed), then checks the condition again on what is committed
+/// now, and only then marks the run.
 const RECONCILE_STALE: &str = "\
 MATCH (exec:Node {type: 'orchestration_execution'})
 WHERE exec.endTime IS NULL
   AND exec.status IN ['running', 'failed']
   AND coalesce(exec.runtallyHeartbeat, exec.updated) < datetime($cutoff)
   AND ($except IS NULL OR coalesce(exec.runtallyOwner, '') <> $except)
+SET exec.runtallyReconciling = true
+REMOVE exec.runtallyReconciling
+WITH exec
+WHERE exec.endTime IS NULL
+  AND exec.status IN ['running', 'failed']
+  AND coalesce(exec.runtallyHeartbeat, exec.updated) < datetime($cutoff)
 SET exec.status = 'failed',
     exec.error = 'interrupted',
     exec.endTime = datetime($now),
@@ -154,6 +181,18 @@ UNWIND $ids AS id
 MATCH (exec:Node {id: id})
 WHERE exec.type = 'orchestration_execution' AND exec.endTime IS NULL
 SET exec.runtallyHeartbeat = datetime($at)";
+
+/// Uniqueness constraints on `:Node(id)`, under any name (`UNIQUENESS` on Neo4j 5.0–5.x and
+/// ArcadeDB, `NODE_PROPERTY_UNIQUENESS` on later 5.x, or a node key).
+const SHOW_ID_CONSTRAINTS: &str = "SHOW CONSTRAINTS YIELD type, labelsOrTypes, properties \
+    WHERE labelsOrTypes = ['Node'] AND properties = ['id'] \
+    AND type IN ['UNIQUENESS', 'NODE_PROPERTY_UNIQUENESS', 'NODE_KEY'] \
+    RETURN count(*) AS n";
+/// Single-property indexes on `:Node`, as `name|property` (one string column, so the reader
+/// stays simple; split at the last `|`, since property names have none).
+const SHOW_NODE_INDEXES: &str = "SHOW INDEXES YIELD name, labelsOrTypes, properties \
+    WHERE labelsOrTypes = ['Node'] AND size(properties) = 1 \
+    RETURN name + '|' + properties[0] AS entry";
 
 const CREATE_CONSTRAINT: &str =
     "CREATE CONSTRAINT node_id_unique IF NOT EXISTS FOR (n:Node) REQUIRE n.id IS UNIQUE";
@@ -308,6 +347,106 @@ impl Neo4jStore {
         Ok(txn)
     }
 
+    /// Runs one statement in its own transaction (servers refuse schema changes mixed with
+    /// others).
+    async fn run_alone(&self, statement: &'static str) -> Result<(), StoreError> {
+        let mut txn = self.begin().await?;
+        let outcome = txn
+            .run(query(statement))
+            .await
+            .map(drop)
+            .map_err(|e| StoreError::from_driver("create schema", e));
+        finish(txn, outcome).await
+    }
+
+    /// What of runtally's schema the server has, or `None` if it cannot say (a server without
+    /// `SHOW CONSTRAINTS`/`SHOW INDEXES`).
+    async fn schema_state(&self) -> Result<Option<SchemaState>, StoreError> {
+        let mut txn = self.begin().await?;
+        let read = async {
+            let unique = collect_ints(&mut txn, query(SHOW_ID_CONSTRAINTS), "n").await?;
+            let indexes = collect_strings(&mut txn, query(SHOW_NODE_INDEXES), "entry").await?;
+            Ok::<_, StoreError>((unique, indexes))
+        }
+        .await;
+        let (unique, indexes) = match finish(txn, read).await {
+            Ok(found) => found,
+            Err(e) if e.is_retriable() => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %crate::error::chain(&e), "cannot list the schema; creating it blind");
+                return Ok(None);
+            }
+        };
+        let index_on = |property: &str| {
+            indexes.iter().find_map(|entry| {
+                let (name, on) = entry.rsplit_once('|')?;
+                (on == property).then(|| name.to_owned())
+            })
+        };
+        Ok(Some(SchemaState {
+            unique_id: unique.first().copied().unwrap_or(0) > 0,
+            id_index: index_on("id"),
+            type_index: index_on("type").is_some(),
+            execution_id_index: index_on("executionId").is_some(),
+        }))
+    }
+
+    /// Makes sure the schema runtally relies on is there: a uniqueness constraint on
+    /// `:Node(id)` (it makes `MERGE` safe under concurrency and lookups by id fast) and indexes
+    /// on `type` and `executionId` (speed only). What is already there (under any name) is
+    /// kept. A missing index that cannot be created is a warning; a missing constraint that
+    /// cannot be created is a warning if a plain index on `:Node(id)` stands in for it, else
+    /// [`StoreError::Schema`] naming the fix.
+    async fn ensure_schema_inner(&self) -> Result<(), StoreError> {
+        let state = self.schema_state().await?;
+        let has = |f: fn(&SchemaState) -> bool| state.as_ref().is_some_and(f);
+        if !has(|s| s.unique_id) {
+            if let Err(e) = self.run_alone(CREATE_CONSTRAINT).await {
+                if e.is_retriable() {
+                    return Err(e);
+                }
+                match state.as_ref().and_then(|s| s.id_index.clone()) {
+                    Some(index) => tracing::warn!(
+                        error = %crate::error::chain(&e),
+                        index = %index,
+                        "no uniqueness constraint on :Node(id), and it cannot be created while \
+                         the plain index on :Node(id) exists; runtally goes on with that index \
+                         (lookups are fast, but concurrent writers could create duplicate \
+                         nodes). To fix: DROP INDEX `{index}`, then restart runtally or run \
+                         CREATE CONSTRAINT node_id_unique FOR (n:Node) REQUIRE n.id IS UNIQUE",
+                    ),
+                    None => return Err(StoreError::schema(e)),
+                }
+            }
+        }
+        for (present, statement, what) in [
+            (has(|s| s.type_index), CREATE_TYPE_INDEX, "node_type"),
+            (
+                has(|s| s.execution_id_index),
+                CREATE_EXECUTION_ID_INDEX,
+                "node_execution_id",
+            ),
+        ] {
+            if present {
+                continue;
+            }
+            if let Err(e) = self.run_alone(statement).await {
+                if e.is_retriable() {
+                    return Err(e);
+                }
+                // Only speed depends on these: go on, and say how to add it.
+                tracing::warn!(
+                    error = %crate::error::chain(&e),
+                    index = what,
+                    statement,
+                    "cannot create an index runtally's reads use; they will be slower until an \
+                     administrator creates it"
+                );
+            }
+        }
+        Ok(())
+    }
+
     async fn write_batch(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
@@ -340,23 +479,7 @@ impl GraphStore for Neo4jStore {
     }
 
     fn ensure_schema(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            // One statement per transaction: servers refuse schema changes mixed with others.
-            for statement in [
-                CREATE_CONSTRAINT,
-                CREATE_TYPE_INDEX,
-                CREATE_EXECUTION_ID_INDEX,
-            ] {
-                let mut txn = self.begin().await?;
-                let outcome = txn
-                    .run(query(statement))
-                    .await
-                    .map(drop)
-                    .map_err(|e| StoreError::from_driver("create schema", e));
-                finish(txn, outcome).await?;
-            }
-            Ok(())
-        })
+        Box::pin(self.ensure_schema_inner())
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -401,11 +524,33 @@ async fn finish<T>(txn: Txn, outcome: Result<T, StoreError>) -> Result<T, StoreE
 }
 
 async fn write_rows(txn: &mut Txn, batch: &WriteBatch) -> Result<(), StoreError> {
-    if !batch.executions.is_empty() {
-        let rows: BoltType = batch.executions.iter().map(execution_params).collect();
-        txn.run(query(UPSERT_EXECUTIONS).param("rows", rows))
+    // Each kind of execution row has its own statement, run only when the batch has such rows:
+    // the common one (whole states) stays as simple as it can be.
+    for (kind, statement, name) in [
+        (
+            ExecutionWrite::Placeholder,
+            UPSERT_PLACEHOLDERS,
+            "upsert placeholders",
+        ),
+        (
+            ExecutionWrite::State,
+            UPSERT_EXECUTIONS,
+            "upsert executions",
+        ),
+        (ExecutionWrite::Status, UPSERT_MARKS, "upsert status marks"),
+    ] {
+        let rows: Vec<BoltType> = batch
+            .executions
+            .iter()
+            .filter(|e| e.write == kind)
+            .map(execution_params)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        txn.run(query(statement).param("rows", BoltType::from(rows)))
             .await
-            .map_err(|e| StoreError::from_driver("upsert executions", e))?;
+            .map_err(|e| StoreError::from_driver(name, e))?;
     }
     if !batch.tasks.is_empty() {
         let rows: BoltType = batch.tasks.iter().map(task_params).collect();
@@ -523,7 +668,7 @@ impl Params {
 }
 
 fn execution_params(row: &ExecutionRow) -> BoltType {
-    let mut p = Params::new(19);
+    let mut p = Params::new(18);
     p.put("id", row.id.as_str())
         .put("planId", row.plan_id.as_str())
         .put("status", row.status.as_str())
@@ -541,8 +686,7 @@ fn execution_params(row: &ExecutionRow) -> BoltType {
         .time("updated", &row.updated)
         .put("linkPlan", row.link_plan)
         .put("owner", row.owner.as_deref())
-        .put("version", i64::try_from(row.version).unwrap_or(i64::MAX))
-        .put("write", row.write.as_str());
+        .put("version", i64::try_from(row.version).unwrap_or(i64::MAX));
     p.done()
 }
 
@@ -637,30 +781,30 @@ impl<'a> Props<'a> {
                     .map_err(|_| decode_error(&self.id, key, "a valid datetime", v))?;
                 Ok(Some(t.with_timezone(&Utc)))
             }
-            // A bare `datetime()` on some servers (ArcadeDB) yields a zone-id value, so nodes
-            // the seed wrote there carry these; only UTC zones can be read without a tz
-            // database.
-            Some(v @ BoltType::DateTimeZoneId(_)) => {
-                let (local, zone): (chrono::NaiveDateTime, String) = v
-                    .clone()
-                    .try_into()
-                    .map_err(|_| decode_error(&self.id, key, "a valid datetime", v))?;
-                if UTC_ZONES.contains(&zone.as_str()) {
-                    Ok(Some(local.and_utc()))
-                } else {
-                    Err(StoreError::Decode {
-                        node: self.id.clone(),
-                        property: key,
-                        problem: format!("datetime in zone {zone:?}; only UTC zones are read"),
-                    })
-                }
+            // A bare `datetime()` yields a zone-id value on servers whose default time zone is a
+            // named one (ArcadeDB's is the host's; Neo4j's is `db.temporal.timezone`), so nodes
+            // the seed wrote there carry these. Bolt 4 sends the local time and the zone; the
+            // driver resolves the zone with its time-zone database.
+            Some(v @ BoltType::DateTimeZoneId(zoned)) => {
+                let t = DateTime::<chrono::FixedOffset>::try_from(zoned).map_err(|_| {
+                    decode_error(&self.id, key, "a datetime in a known time zone", v)
+                })?;
+                Ok(Some(t.with_timezone(&Utc)))
             }
             Some(other) => Err(decode_error(&self.id, key, "a datetime", other)),
         }
     }
 }
 
-const UTC_ZONES: [&str; 6] = ["UTC", "Etc/UTC", "Z", "GMT", "Etc/GMT", "Etc/Universal"];
+/// What of runtally's schema a server has (see `Neo4jStore::ensure_schema`).
+#[derive(Debug)]
+struct SchemaState {
+    unique_id: bool,
+    /// The name of a plain index on `:Node(id)`, if any.
+    id_index: Option<String>,
+    type_index: bool,
+    execution_id_index: bool,
+}
 
 fn decode_error(node: &str, property: &'static str, want: &str, got: &BoltType) -> StoreError {
     StoreError::Decode {

@@ -1,6 +1,7 @@
-//! A database of a test's own: a second local ArcadeDB on free ports with its own data, started
+//! A database of a test's own: a second local server on free ports with its own data, started
 //! through `scripts/db`, for tests that stop and restart the server or change its schema
-//! without disturbing the tests that share the main one.
+//! without disturbing the tests that share the main one. The server is the one
+//! `RUNTALLY_SERVER` names (ArcadeDB by default, or Neo4j 5), as for the shared one.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,11 @@ pub struct PrivateDb {
     state: PathBuf,
     bolt: u16,
     http: u16,
+    user: String,
     password: String,
+    database: String,
+    /// Extra Neo4j settings (`key=value`, space-separated); ArcadeDB ignores them.
+    settings: String,
 }
 
 fn free_port() -> u16 {
@@ -23,22 +28,41 @@ fn free_port() -> u16 {
 impl PrivateDb {
     /// Starts a fresh server; fails the test if it cannot.
     pub fn start(tag: &str) -> Self {
+        Self::start_with(tag, "")
+    }
+
+    /// Starts a fresh server with extra Neo4j settings (`key=value`, space-separated; ignored
+    /// by ArcadeDB).
+    pub fn start_with(tag: &str, settings: &str) -> Self {
         let state = std::env::temp_dir().join(super::unique(&format!("runtally-db-{tag}")));
         let mut db = Self {
             state,
             bolt: free_port(),
             http: free_port(),
+            user: String::new(),
             password: String::new(),
+            database: String::new(),
+            settings: settings.to_owned(),
         };
         let out = db.script("start");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        db.password = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("export NEO4J_PASSWORD="))
-            .expect("scripts/db start prints the password")
-            .trim_matches('\'')
-            .to_owned();
+        let export = |name: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("scripts/db start prints {name}"))
+                .trim_matches('\'')
+                .to_owned()
+        };
+        db.user = export("NEO4J_USER");
+        db.password = export("NEO4J_PASSWORD");
+        db.database = export("NEO4J_DATABASE");
         db
+    }
+
+    /// Whether this is a Neo4j server (else ArcadeDB).
+    pub fn is_neo4j(&self) -> bool {
+        is_neo4j()
     }
 
     fn script(&self, verb: &str) -> Output {
@@ -53,6 +77,7 @@ impl PrivateDb {
             .env("RUNTALLY_BOLT_PORT", self.bolt.to_string())
             .env("RUNTALLY_HTTP_PORT", self.http.to_string())
             .env("RUNTALLY_DB_HEAP", "512m")
+            .env("RUNTALLY_NEO4J_SETTINGS", &self.settings)
             .output()
             .expect("run scripts/db");
         assert!(
@@ -85,15 +110,15 @@ impl PrivateDb {
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("NEO4J_URI", self.uri()),
-            ("NEO4J_USER", "root".to_owned()),
+            ("NEO4J_USER", self.user.clone()),
             ("NEO4J_PASSWORD", self.password.clone()),
-            ("NEO4J_DATABASE", "runtally".to_owned()),
+            ("NEO4J_DATABASE", self.database.clone()),
         ]
     }
 
     pub fn neo4j(&self) -> runtally::Neo4jConfigBuilder {
-        runtally::Neo4jConfig::builder(self.uri(), "root", self.password.as_str())
-            .with_database("runtally")
+        runtally::Neo4jConfig::builder(self.uri(), self.user.as_str(), self.password.as_str())
+            .with_database(self.database.as_str())
     }
 
     pub fn store(&self) -> runtally::store::Neo4jStore {
@@ -103,9 +128,9 @@ impl PrivateDb {
     pub fn graph(&self) -> neo4rs::Graph {
         let config = neo4rs::ConfigBuilder::default()
             .uri(self.uri())
-            .user("root")
+            .user(self.user.as_str())
             .password(self.password.as_str())
-            .db("runtally")
+            .db(self.database.as_str())
             .max_connections(2)
             .build()
             .expect("driver config");
@@ -118,4 +143,9 @@ impl Drop for PrivateDb {
         let _ = std::panic::catch_unwind(|| self.script("stop"));
         let _ = std::fs::remove_dir_all(&self.state);
     }
+}
+
+/// Whether the tests run against Neo4j (`RUNTALLY_SERVER=neo4j`), else ArcadeDB.
+pub fn is_neo4j() -> bool {
+    std::env::var("RUNTALLY_SERVER").is_ok_and(|s| s == "neo4j")
 }
