@@ -92,11 +92,22 @@ pub fn task_row(
     TaskRow::new(&exec_id(exec), &plan_id(plan), def.clone(), result, at).expect("task row")
 }
 
+/// Writes one batch straight to the store. Tests share the database and run in parallel, so a
+/// transient conflict between them (ArcadeDB's "concurrent change to the same record") is
+/// retried a few times, as runtally's writer would; any other error fails the test.
 pub async fn write(store: &Neo4jStore, executions: Vec<ExecutionRow>, tasks: Vec<TaskRow>) {
-    store
-        .write(&WriteBatch::new(executions, tasks))
-        .await
-        .expect("write batch");
+    let batch = WriteBatch::new(executions, tasks);
+    let mut attempt = 0;
+    loop {
+        match store.write(&batch).await {
+            Ok(()) => return,
+            Err(e) if e.is_retriable() && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            Err(e) => panic!("write batch: {e:?}"),
+        }
+    }
 }
 
 /// All properties of the node with this id, as raw Bolt values.
