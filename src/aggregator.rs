@@ -623,7 +623,7 @@ impl Aggregator {
             accepted_weight: AtomicU64::new(0),
             metrics: Arc::clone(&inner.shared.metrics),
             results: ResultQueue::new(inner.run_mailbox),
-            charge_cap: inner.shared.permits.cap(),
+            slots: Arc::clone(&inner.shared.permits),
         });
         let handle = inner.registry.insert_new(start.execution_id, || {
             let worker =

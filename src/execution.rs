@@ -73,8 +73,8 @@ pub(crate) struct RunShared {
     pub(crate) metrics: Arc<Metrics>,
     /// Results waiting for the actor's next turn.
     pub(crate) results: ResultQueue,
-    /// The most one row is charged against `max_pending_bytes` (see `Slots`).
-    pub(crate) charge_cap: usize,
+    /// The senders' bounds, for what a refused row gives back.
+    pub(crate) slots: Arc<crate::slots::Slots>,
 }
 
 impl RunShared {
@@ -291,7 +291,6 @@ impl ExecutionActor {
         let mut changed = false;
         let mut refused = 0;
         let mut refused_bytes = 0;
-        let cap = self.run.charge_cap;
         rows.retain(|row| match self.count(row) {
             Ok(flipped) => {
                 changed |= flipped;
@@ -300,7 +299,7 @@ impl ExecutionActor {
             Err(error) => {
                 self.refuse_accepted(row, error);
                 refused += 1;
-                refused_bytes += row.weight().min(cap);
+                refused_bytes += self.run.slots.charge(row);
                 false
             }
         });

@@ -102,15 +102,6 @@ impl ExecutionWrite {
     pub fn is_state(&self) -> bool {
         *self == ExecutionWrite::State
     }
-
-    /// The form the Cypher receives (`state`, `status`, `placeholder`).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ExecutionWrite::State => "state",
-            ExecutionWrite::Status => "status",
-            ExecutionWrite::Placeholder => "placeholder",
-        }
-    }
 }
 
 /// Fixed cost of a row besides its strings: the struct itself and, on the wire, its property

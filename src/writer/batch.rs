@@ -960,6 +960,16 @@ mod tests {
         }
     }
 
+    /// The latest task versions of `run` pushed so far: what a state pushed now counts.
+    fn counted(latest_task: &HashMap<String, i64>, run: &str) -> Vec<(String, i64)> {
+        let prefix = format!("{run}-");
+        latest_task
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     proptest! {
         /// Writing chunks in queue order into a model database (which keeps the newest
         /// execution version), with urgent copies written the moment they are taken:
@@ -1016,16 +1026,8 @@ mod tests {
                             }
                             None => vec![],
                         };
-                        let mut e = exec(run, version);
-                        e.version = version as u64;
-                        counts.insert(
-                            (id.clone(), version),
-                            latest_task
-                                .iter()
-                                .filter(|(k, _)| k.starts_with(&format!("{id}-")))
-                                .map(|(k, v)| (k.clone(), *v))
-                                .collect(),
-                        );
+                        let e = exec(run, version);
+                        counts.insert((id.clone(), version), counted(&latest_task, &id));
                         p.push([e], tasks, urgent);
                     }
                     Op::End { run } => {
@@ -1035,14 +1037,7 @@ mod tests {
                         latest_exec.insert(id.clone(), version);
                         let mut e = exec(run, version);
                         e.end_time = Some(Utc::now());
-                        counts.insert(
-                            (id.clone(), version),
-                            latest_task
-                                .iter()
-                                .filter(|(k, _)| k.starts_with(&format!("{id}-")))
-                                .map(|(k, v)| (k.clone(), *v))
-                                .collect(),
-                        );
+                        counts.insert((id.clone(), version), counted(&latest_task, &id));
                         p.push([e], vec![], true);
                     }
                     Op::Seal(max_rows, max_bytes) => {
