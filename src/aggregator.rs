@@ -13,7 +13,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use crate::config::AggregatorConfig;
-use crate::error::{BeginError, ConfigError, FlushError, RecordError, StartError, StoreError};
+use crate::error::{BeginError, ConfigError, FlushError, ReconcileError, RecordError, StartError};
 use crate::execution::messages::{Drain, FinishRun, GetSnapshot, RecordTask, TakeResults};
 use crate::execution::results::{Closed, Pushed, ResultQueue};
 use crate::execution::{ExecutionActor, RunShared, RunSnapshot};
@@ -71,7 +71,8 @@ pub struct ShutdownReport {
     /// Runs begun and never finished or cancelled: their last state is written (or in
     /// `unwritten`), with status `running` or `failed` and no end time.
     pub unfinished_runs: Vec<ExecutionId>,
-    /// Whether every accepted row was written before the deadline.
+    /// Whether every accepted row was written before the deadline: nothing `unwritten`, and
+    /// no row dropped over the aggregator's life (`metrics.rows_dropped` is 0).
     pub complete: bool,
     /// Rows appended to the configured spill file (0 without one).
     pub spilled_rows: usize,
@@ -747,9 +748,10 @@ impl Aggregator {
         inner.shared.permits.close();
         inner.stopped.store(true, Ordering::Release);
         inner.runtime.stop();
+        let metrics = self.metrics();
         ShutdownReport {
-            metrics: self.metrics(),
-            complete: answered && drained.unwritten.is_empty(),
+            complete: answered && drained.unwritten.is_empty() && metrics.rows_dropped == 0,
+            metrics,
             unwritten: drained.unwritten,
             unfinished_runs,
             spilled_rows,
@@ -825,19 +827,26 @@ impl Aggregator {
     ///
     /// # Errors
     ///
-    /// A [`StoreError`] if the database call fails.
-    pub async fn reconcile_stale(&self, older_than: Duration) -> Result<Vec<String>, StoreError> {
+    /// [`ReconcileError::OutOfRange`] if `now - older_than` is before the earliest time a
+    /// timestamp can hold (nothing is marked); [`ReconcileError::Store`] if the database call
+    /// fails; [`ReconcileError::ShuttingDown`] after shutdown.
+    pub async fn reconcile_stale(
+        &self,
+        older_than: Duration,
+    ) -> Result<Vec<String>, ReconcileError> {
         let now = Utc::now();
-        let cutoff = now
-            - chrono::Duration::from_std(older_than).unwrap_or_else(|_| chrono::Duration::zero());
+        let cutoff = chrono::Duration::from_std(older_than)
+            .ok()
+            .and_then(|age| now.checked_sub_signed(age))
+            .ok_or(ReconcileError::OutOfRange(older_than))?;
         let message = ReconcileStale {
             cutoff,
             except_owner: Some(self.inner.owner.to_string()),
             now,
         };
         match self.inner.writer.send(message).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(Duration::ZERO)),
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ReconcileError::ShuttingDown),
         }
     }
 

@@ -558,7 +558,8 @@ impl AggregatorConfigBuilder {
     /// # Errors
     ///
     /// [`ConfigError::Invalid`] naming the field: zero batch rows, pending rows, arbiters,
-    /// mailbox or times; a pending bound below the batch size; or a bad database setting.
+    /// mailbox or times; a pending bound below the batch size; a retry policy whose initial
+    /// delay is zero or above its largest; or a bad database setting.
     pub fn build(self) -> Result<AggregatorConfig, ConfigError> {
         let mut config = self.config;
         config.neo4j = self.neo4j.map(Neo4jConfigBuilder::build).transpose()?;
@@ -607,6 +608,19 @@ impl AggregatorConfigBuilder {
         }
         if config.write_lanes == 0 {
             return Err(invalid("write_lanes", "must be at least 1"));
+        }
+        if config.retry.initial().is_zero() {
+            return Err(invalid("retry", "the initial delay must be above zero"));
+        }
+        if config.retry.max() < config.retry.initial() {
+            return Err(invalid(
+                "retry",
+                format!(
+                    "the largest delay ({:?}) must be at least the initial one ({:?})",
+                    config.retry.max(),
+                    config.retry.initial()
+                ),
+            ));
         }
         if let Some(neo4j) = &config.neo4j {
             if neo4j.max_connections() < config.write_lanes {
@@ -780,6 +794,19 @@ mod tests {
             field(b().with_neo4j(Neo4jConfig::builder("", "u", "p"))),
             "uri"
         );
+        let ms = Duration::from_millis;
+        assert_eq!(
+            field(b().with_retry(RetryPolicy::new(ms(500), ms(100)))),
+            "retry",
+            "a largest delay below the first is refused, not clamped"
+        );
+        assert_eq!(
+            field(b().with_retry(RetryPolicy::new(Duration::ZERO, ms(100)))),
+            "retry"
+        );
+        b().with_retry(RetryPolicy::new(ms(100), ms(100)))
+            .build()
+            .expect("equal delays are valid");
         let config = b()
             .with_neo4j(Neo4jConfig::builder("bolt://h", "u", "s3cret-pw"))
             .with_rejected_handler(|_| {})

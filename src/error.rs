@@ -350,6 +350,22 @@ pub enum FlushError {
     Timeout(Duration),
 }
 
+/// Why [`Aggregator::reconcile_stale`](crate::Aggregator::reconcile_stale) marked nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReconcileError {
+    /// `older_than` reaches back further than a timestamp can: taken as zero, it would count
+    /// every other process's live runs as stale.
+    #[error("older_than ({0:?}) is out of range")]
+    OutOfRange(Duration),
+    /// The database call failed.
+    #[error("the database call failed")]
+    Store(#[from] StoreError),
+    /// The aggregator is shut down.
+    #[error("the aggregator is shut down")]
+    ShuttingDown,
+}
+
 /// Why an aggregator could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -410,6 +410,12 @@ impl Handler<FinishRun> for ExecutionActor {
                 end: msg.end,
             }));
         }
+        // A finish that passed the caller's check before a shutdown began, handled after the
+        // writer closed its inbox: its final state could not be written, so it is refused and
+        // the run stays as it was (`running` or `failed`, for `reconcile_stale`).
+        if self.inbox.is_closed() {
+            return self.reject(RecordError::ShuttingDown);
+        }
         // Everything queued before the finish counts; nothing can be queued after it.
         let taken = self.run.results.close(Closed::Finished);
         self.process(taken);
@@ -423,8 +429,13 @@ impl Handler<FinishRun> for ExecutionActor {
         tracing::debug!(execution_id = %self.run.id, status = %status, "run finished");
         // Urgent: clients poll for it. The writer writes it with or after the run's last task
         // rows, never ahead of them.
-        self.deliver(Vec::new(), true);
+        let delivered = self.deliver(Vec::new(), true);
         ctx.stop();
+        if !delivered {
+            // The inbox closed after the check above: the state is counted as dropped (so the
+            // shutdown report is not complete) and the caller is told.
+            return Err(RecordError::ShuttingDown);
+        }
         Ok(snapshot)
     }
 }
@@ -462,6 +473,60 @@ fn next_version(last: u64, at: DateTime<Utc>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slots::Slots;
+
+    fn shared(metrics: &Arc<Metrics>) -> Arc<RunShared> {
+        let at = Utc::now();
+        Arc::new(RunShared {
+            id: ExecutionId::new("finish-after-close").expect("id"),
+            plan_id: PlanId::new("p").expect("id"),
+            start_time: at,
+            created: at,
+            tasks_total: 1,
+            owner: None,
+            ended: AtomicBool::new(false),
+            final_snapshot: OnceLock::new(),
+            accepted_weight: AtomicU64::new(0),
+            metrics: Arc::clone(metrics),
+            results: ResultQueue::new(8),
+            slots: Arc::new(Slots::new(8, 1 << 20)),
+        })
+    }
+
+    #[test]
+    fn a_finish_after_the_writer_closed_is_refused_not_reported_ok() {
+        let metrics = Arc::new(Metrics::default());
+        let run = shared(&metrics);
+        let inbox = Arc::new(Inbox::default());
+        let outcome = actix::System::new().block_on({
+            let (run, inbox) = (Arc::clone(&run), Arc::clone(&inbox));
+            async move {
+                let end = run.start_time + chrono::Duration::seconds(1);
+                let addr = ExecutionActor::new(run, Arc::clone(&inbox), 8).start();
+                // Started (its first state is in the inbox), then the writer closes the inbox.
+                addr.send(GetSnapshot).await.expect("the actor answers");
+                inbox.close();
+                addr.send(FinishRun {
+                    end,
+                    cancelled: false,
+                })
+                .await
+            }
+        });
+        assert!(
+            matches!(outcome, Ok(Err(RecordError::ShuttingDown))),
+            "{outcome:?}"
+        );
+        assert!(
+            run.final_snapshot.get().is_none(),
+            "the run is not ended: its final state was never queued"
+        );
+        assert_eq!(
+            metrics.rows_dropped.load(Ordering::Relaxed),
+            0,
+            "nothing was handed to a closed inbox"
+        );
+    }
 
     #[test]
     fn versions_follow_the_clock_and_never_repeat() {

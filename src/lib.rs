@@ -40,7 +40,7 @@
 //!                                 batches by rows and bytes; a run's
 //!                                 state with its last task rows;
 //!                                 urgent status marks go first
-//!                                 one transaction per lane, retried ───► GraphStore ──► Neo4j
+//!                                 a chunk at a time per lane, retried ─► GraphStore ──► Neo4j
 //!                                 refused rows isolated and reported     (Neo4jStore:   (Bolt)
 //!                                                                          UNWIND $rows)
 //! ```
@@ -121,9 +121,10 @@
 //! - **A run's node never shows more than its task nodes.** When an execution node shows an
 //!   end time (completed, failed at finish, cancelled), every task result accepted before
 //!   `finish`/`cancel` is already in the graph and the node's counters match its task nodes:
-//!   the final state is written in the transaction that carries the run's last task rows, or
-//!   after it. At any time the node's counters count only task nodes already in the graph or
-//!   in the same transaction. The urgent `failed` mark of a run whose task failed mid-run is
+//!   the final state is written in a transaction that commits after the one carrying the run's
+//!   last task rows (not in the same one: Neo4j's readers can see a committing transaction's
+//!   node properties before its relationships). At any time the node's counters count only
+//!   task nodes already in the graph. The urgent `failed` mark of a run whose task failed mid-run is
 //!   written at once, but only its `status` (no counters, no end time). Rows the database
 //!   refused for good (see below) are the one exception: the counters include them.
 //! - **Backpressure, not loss.** At most `max_pending_rows` task rows, and at most
@@ -207,7 +208,8 @@ mod writer;
 pub use aggregator::{Aggregator, RunHandle, RunStart, ShutdownReport};
 pub use config::{AggregatorConfig, AggregatorConfigBuilder, Neo4jConfig, Neo4jConfigBuilder};
 pub use error::{
-    BeginError, ConfigError, FlushError, ModelError, RecordError, StartError, StoreError,
+    BeginError, ConfigError, FlushError, ModelError, ReconcileError, RecordError, StartError,
+    StoreError,
 };
 pub use execution::{RunSnapshot, Totals};
 pub use metrics::{FlushReason, MetricsSnapshot};

@@ -77,9 +77,8 @@ pub struct ExecutionRow {
 /// How much of an [`ExecutionRow`] a store applies.
 ///
 /// Only [`ExecutionWrite::State`] rows come from run actors. The writer derives the other two
-/// so that an execution node never shows more than the task nodes already in the graph (or in
-/// the same transaction): a run's counters, and its end, are written with or after its task
-/// rows.
+/// so that an execution node never shows more than the task nodes already in the graph: a
+/// run's counters, and its end, are written after its task rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]

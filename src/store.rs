@@ -1,9 +1,10 @@
 //! Where batches go: the [`GraphStore`] trait the writer calls, its Neo4j implementation, and
 //! in-memory stores for tests and benchmarks.
 //!
-//! A store gets whole [`WriteBatch`]es and must write each one atomically and idempotently:
-//! writing the same batch twice leaves the graph as writing it once. The writer relies on that to
-//! retry a batch whose outcome it does not know (a connection lost during commit).
+//! A store gets whole [`WriteBatch`]es and must write each one idempotently, with its task rows
+//! visible no later than its execution rows: writing the same batch twice leaves the graph as
+//! writing it once. The writer relies on that to retry a batch whose outcome it does not know (a
+//! connection lost during commit).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,11 +27,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The storage the writer calls with whole batches.
 ///
-/// Implementations must be atomic per batch (all rows or none), idempotent (the same batch twice
-/// equals once), and write executions before tasks so no task node is left without its
-/// execution.
+/// Implementations must be idempotent (the same batch twice equals once), leave no task node
+/// without its execution node, and make a batch's execution rows visible no earlier than its task
+/// rows: all in one atomic transaction where the server's readers see commits whole, or (as
+/// [`Neo4jStore`] does, for Neo4j's readers) the task rows in a transaction committed before the
+/// one with the execution rows. A failure between the two leaves the task rows written and the
+/// execution rows as they were; the writer sends the whole batch again.
 pub trait GraphStore: Send + Sync + 'static {
-    /// Writes one batch in one transaction.
+    /// Writes one batch (see the trait's documentation for the order it must keep).
     ///
     /// # Errors
     ///

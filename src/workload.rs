@@ -1,7 +1,8 @@
 //! A deterministic synthetic workload: the same runs, tasks, failures and payloads as the seed
 //! baseline's `gen_events.py`, generated in process (for `runtally loadgen` and the benchmarks).
 //!
-//! Run `r` has id `{prefix}-exec-{r}`, plan `{prefix}-plan-{r}`, starts at `start_ms + r`; its
+//! Run `r` has id `{prefix}-exec-{r}`, plan `{prefix}-plan-{r}` (or one plan shared by every
+//! run), starts at `start_ms + r`; its
 //! task `i` fails when `((r * 7919 + i * 104729) % 1000) / 1000 < fail_rate`; a cancelled run
 //! (every `cancel_every`-th) stops halfway.
 
@@ -30,6 +31,9 @@ pub struct WorkloadSpec {
     pub cancel_every: usize,
     /// First run's start, epoch milliseconds.
     pub start_ms: i64,
+    /// One plan id for every run (as runs of one workflow share their plan), instead of a plan
+    /// per run.
+    pub plan: Option<String>,
 }
 
 impl Default for WorkloadSpec {
@@ -42,6 +46,7 @@ impl Default for WorkloadSpec {
             prefix: "demo".to_owned(),
             cancel_every: 0,
             start_ms: 1_795_744_800_000,
+            plan: None,
         }
     }
 }
@@ -89,7 +94,10 @@ impl WorkloadSpec {
         let start_ms = self.start_ms + r as i64;
         Ok(WorkloadRun {
             execution_id: ExecutionId::new(format!("{}-exec-{r}", self.prefix))?,
-            plan_id: PlanId::new(format!("{}-plan-{r}", self.prefix))?,
+            plan_id: PlanId::new(match &self.plan {
+                Some(plan) => plan.clone(),
+                None => format!("{}-plan-{r}", self.prefix),
+            })?,
             total_tasks: self.tasks as u64,
             start_time: epoch_ms(start_ms),
             tasks,
@@ -252,5 +260,18 @@ mod tests {
         assert!(cancelled.cancelled);
         assert_eq!(cancelled.tasks.len(), 5);
         assert_eq!(cancelled.total_tasks, 10);
+    }
+
+    #[test]
+    fn runs_share_the_given_plan_or_have_one_each() {
+        let own = WorkloadSpec::default();
+        assert_eq!(own.run(3).expect("run").plan_id.as_str(), "demo-plan-3");
+        let shared = WorkloadSpec {
+            plan: Some("workflow-7".to_owned()),
+            ..WorkloadSpec::default()
+        };
+        for r in [0, 3] {
+            assert_eq!(shared.run(r).expect("run").plan_id.as_str(), "workflow-7");
+        }
     }
 }

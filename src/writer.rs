@@ -1,7 +1,8 @@
 //! The writer: one [`DbWriterActor`] per aggregator batches every run's rows into store writes.
 //!
 //! Rows wait in [`PendingWrites`](batch::PendingWrites), where they coalesce. A flush seals them
-//! into chunks, each written in one transaction. Every run belongs to one of `write_lanes`
+//! into chunks, each written as one batch (a store commits a chunk's task rows no later than
+//! its execution rows). Every run belongs to one of `write_lanes`
 //! lanes (by a hash of its id); a lane writes one chunk at a time, in order, and lanes write in
 //! parallel. That keeps each run's writes in sequence (a task never reaches the store before its
 //! execution node, and versions keep a newer state from being overwritten) while several

@@ -1,7 +1,12 @@
 //! [`GraphStore`] over Bolt with `neo4rs`: the seed's graph, written in batches.
 //!
-//! Each batch is one explicit transaction of `UNWIND $rows` statements: executions first, then
-//! tasks, then the heartbeat of live runs (each only when the batch has such rows). All values
+//! Each batch is written in explicit transactions of `UNWIND $rows` statements: one for a batch
+//! of only task rows or only execution rows; for a batch of both, first the task rows (after a
+//! placeholder statement that creates any missing execution node as `running` with zero
+//! counters), then, once that has committed, the execution rows and the heartbeat of live runs.
+//! Neo4j's readers take no locks and can see a committing transaction's node properties before
+//! its relationships, so a state in the transaction of its tasks was read ahead of them; a commit
+//! returns once applied, so a reader that sees the state now sees its tasks. All values
 //! travel as parameters; the Cypher text is constant. Every `SET` writes an absolute value, so a
 //! batch sent twice (a retry after a lost commit) changes nothing.
 //!
@@ -451,8 +456,22 @@ impl Neo4jStore {
         if batch.is_empty() {
             return Ok(());
         }
+        // A batch with both task rows and execution rows is two transactions: the task rows
+        // first (with their run's node made sure of), then, once that commit has returned, the
+        // execution rows. Neo4j's readers take no locks and can see a committing transaction's
+        // node properties before its relationships, so a state in the same transaction as its
+        // tasks was read ahead of them (test `ended_runs_never_precede_their_tasks`). A commit
+        // returns only once applied, so a reader that sees the state sees its tasks.
+        if batch.tasks.is_empty() || batch.executions.is_empty() {
+            return self.write_phase(batch, Phase::Whole).await;
+        }
+        self.write_phase(batch, Phase::Tasks).await?;
+        self.write_phase(batch, Phase::Executions).await
+    }
+
+    async fn write_phase(&self, batch: &WriteBatch, phase: Phase) -> Result<(), StoreError> {
         let mut txn = self.begin().await?;
-        let outcome = write_rows(&mut txn, batch).await;
+        let outcome = write_rows(&mut txn, batch, phase).await;
         finish(txn, outcome).await
     }
 
@@ -523,9 +542,63 @@ async fn finish<T>(txn: Txn, outcome: Result<T, StoreError>) -> Result<T, StoreE
     }
 }
 
-async fn write_rows(txn: &mut Txn, batch: &WriteBatch) -> Result<(), StoreError> {
-    // Each kind of execution row has its own statement, run only when the batch has such rows:
-    // the common one (whole states) stays as simple as it can be.
+/// Which rows of a batch a transaction carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Every row (a batch of only task rows, or only execution rows).
+    Whole,
+    /// The task rows, after placeholders for every run in the batch (so each task row finds its
+    /// execution node; an existing node is not touched).
+    Tasks,
+    /// The execution rows and the heartbeat, after the task rows' transaction committed.
+    Executions,
+}
+
+async fn write_rows(txn: &mut Txn, batch: &WriteBatch, phase: Phase) -> Result<(), StoreError> {
+    if phase == Phase::Tasks {
+        let rows: Vec<BoltType> = batch
+            .executions
+            .iter()
+            .map(|e| execution_params(&e.placeholder()))
+            .collect();
+        txn.run(query(UPSERT_PLACEHOLDERS).param("rows", BoltType::from(rows)))
+            .await
+            .map_err(|e| StoreError::from_driver("upsert placeholders", e))?;
+    } else {
+        write_executions(txn, &batch.executions).await?;
+    }
+    if phase != Phase::Executions && !batch.tasks.is_empty() {
+        let rows: BoltType = batch.tasks.iter().map(task_params).collect();
+        let q = query(UPSERT_TASKS).param("rows", rows);
+        let written = collect_ints(txn, q, "written").await?;
+        let written = usize::try_from(written.first().copied().unwrap_or(0)).unwrap_or(0);
+        let expected = distinct_task_ids(&batch.tasks);
+        if written != expected {
+            return Err(StoreError::Orphaned {
+                expected,
+                missing: expected.saturating_sub(written),
+            });
+        }
+    }
+    if phase == Phase::Tasks {
+        return Ok(());
+    }
+    if let Some(heartbeat) = &batch.heartbeat {
+        let ids: BoltType = heartbeat.runs.iter().map(|id| id.as_str()).collect();
+        txn.run(
+            query(HEARTBEAT)
+                .param("ids", ids)
+                .param("at", iso_millis(&heartbeat.at)),
+        )
+        .await
+        .map_err(|e| StoreError::from_driver("heartbeat", e))?;
+    }
+    Ok(())
+}
+
+/// Each kind of execution row has its own statement, run only when the batch has such rows:
+/// the common one (whole states) stays as simple as it can be.
+async fn write_executions(txn: &mut Txn, executions: &[ExecutionRow]) -> Result<(), StoreError> {
     for (kind, statement, name) in [
         (
             ExecutionWrite::Placeholder,
@@ -539,8 +612,7 @@ async fn write_rows(txn: &mut Txn, batch: &WriteBatch) -> Result<(), StoreError>
         ),
         (ExecutionWrite::Status, UPSERT_MARKS, "upsert status marks"),
     ] {
-        let rows: Vec<BoltType> = batch
-            .executions
+        let rows: Vec<BoltType> = executions
             .iter()
             .filter(|e| e.write == kind)
             .map(execution_params)
@@ -551,29 +623,6 @@ async fn write_rows(txn: &mut Txn, batch: &WriteBatch) -> Result<(), StoreError>
         txn.run(query(statement).param("rows", BoltType::from(rows)))
             .await
             .map_err(|e| StoreError::from_driver(name, e))?;
-    }
-    if !batch.tasks.is_empty() {
-        let rows: BoltType = batch.tasks.iter().map(task_params).collect();
-        let q = query(UPSERT_TASKS).param("rows", rows);
-        let written = collect_ints(txn, q, "written").await?;
-        let written = usize::try_from(written.first().copied().unwrap_or(0)).unwrap_or(0);
-        let expected = distinct_task_ids(&batch.tasks);
-        if written != expected {
-            return Err(StoreError::Orphaned {
-                expected,
-                missing: expected.saturating_sub(written),
-            });
-        }
-    }
-    if let Some(heartbeat) = &batch.heartbeat {
-        let ids: BoltType = heartbeat.runs.iter().map(|id| id.as_str()).collect();
-        txn.run(
-            query(HEARTBEAT)
-                .param("ids", ids)
-                .param("at", iso_millis(&heartbeat.at)),
-        )
-        .await
-        .map_err(|e| StoreError::from_driver("heartbeat", e))?;
     }
     Ok(())
 }

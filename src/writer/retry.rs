@@ -32,12 +32,12 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// A policy whose delays start at `initial` and double up to `max`.
+    /// A policy whose delays start at `initial` and double up to `max`, taken as given:
+    /// [`AggregatorConfigBuilder::build`](crate::AggregatorConfigBuilder::build) refuses a zero
+    /// `initial` or a `max` below it with [`ConfigError::Invalid`](crate::ConfigError::Invalid)
+    /// naming `retry`.
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max: max.max(initial),
-        }
+        Self { initial, max }
     }
 
     /// The first delay.

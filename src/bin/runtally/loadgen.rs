@@ -47,6 +47,10 @@ pub(crate) struct LoadgenArgs {
     /// Id prefix (default: `load-` and the current time, so runs never collide).
     #[arg(long)]
     prefix: Option<String>,
+    /// One plan id for every run (default: a plan per run). Runs link to it when an
+    /// `orchestration_plan` node with this id exists.
+    #[arg(long)]
+    plan: Option<String>,
     /// Where batches go.
     #[arg(long, value_enum, default_value_t = StoreKind::Neo4j)]
     store: StoreKind,
@@ -101,6 +105,7 @@ pub(crate) async fn run(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| format!("load-{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"))),
         cancel_every: args.cancel_every,
+        plan: args.plan.clone(),
         ..WorkloadSpec::default()
     };
     let line = if args.raw {

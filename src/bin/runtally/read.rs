@@ -143,7 +143,12 @@ pub(crate) async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 pub(crate) async fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let store = args.db.store()?;
     let now = chrono::Utc::now();
-    let cutoff = now - chrono::Duration::from_std(Duration::from_secs(args.older_than_secs))?;
+    let cutoff = chrono::Duration::from_std(Duration::from_secs(args.older_than_secs))
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+        .ok_or_else(|| {
+            anyhow::anyhow!("--older-than-secs {} is out of range", args.older_than_secs)
+        })?;
     let marked = store.reconcile_stale(cutoff, None, now).await?;
     if args.json {
         println!("{}", serde_json::json!({ "interrupted": marked }));
