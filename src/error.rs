@@ -307,9 +307,6 @@ pub enum BeginError {
     /// The aggregator is shutting down or gone.
     #[error("the aggregator is shutting down")]
     ShuttingDown,
-    /// Waiting for room to queue the run's first write failed.
-    #[error("the aggregator is full")]
-    Full,
 }
 
 /// Why a task result (or a finish or cancel) was not accepted.
@@ -345,9 +342,6 @@ pub enum FlushError {
         /// Rows refused since the flush was requested.
         rows: u64,
     },
-    /// The flush did not finish within the given time (writes stay queued).
-    #[error("flush did not finish within {0:?}")]
-    Timeout(Duration),
 }
 
 /// Why [`Aggregator::reconcile_stale`](crate::Aggregator::reconcile_stale) marked nothing.
