@@ -344,13 +344,19 @@ impl RunHandle {
                 // A full mailbox holds messages whose handlers take the queue first.
                 Ok(()) | Err(SendError::Full(_)) => Ok(Enqueued::Done),
                 Err(SendError::Closed(_)) => {
-                    // The actor is gone (or never started) without closing the queue. The queue
-                    // was quiet, so it holds this row and whatever raced in since.
-                    let taken = self.run.results.close(Closed::Stopped);
-                    self.not_sent();
-                    self.run
-                        .count_stranded(taken.rows.len().saturating_sub(1) as u64);
-                    Err(self.closed(Closed::Stopped))
+                    match self.run.results.close_with_reason(Closed::Stopped) {
+                        // The run finished between the push and the wake-up: its actor took the
+                        // queue, this row with it, and counted it before it stopped.
+                        (_, Closed::Finished) => Ok(Enqueued::Done),
+                        // The actor is gone (or never started) without closing the queue. The queue
+                        // was quiet, so it holds this row and whatever raced in since.
+                        (taken, Closed::Stopped) => {
+                            self.not_sent();
+                            self.run
+                                .count_stranded(taken.rows.len().saturating_sub(1) as u64);
+                            Err(self.closed(Closed::Stopped))
+                        }
+                    }
                 }
             },
             Pushed::Full(row, permit) => {

@@ -114,10 +114,15 @@ impl ResultQueue {
 
     /// Refuses further pushes (the first reason given sticks) and takes what is queued.
     pub(crate) fn close(&self, why: Closed) -> Taken {
+        self.close_with_reason(why).0
+    }
+
+    /// As [`close`](Self::close), and says which reason stuck: an earlier close's, if any.
+    pub(crate) fn close_with_reason(&self, why: Closed) -> (Taken, Closed) {
         let mut queue = lock(&self.queue);
-        queue.closed.get_or_insert(why);
+        let why = *queue.closed.get_or_insert(why);
         queue.scheduled = false;
-        Self::take_locked(&mut queue)
+        (Self::take_locked(&mut queue), why)
     }
 
     fn take_locked(queue: &mut Queue) -> Taken {
@@ -183,6 +188,24 @@ mod tests {
             queue.push(row("c"), permit(&slots)),
             Pushed::Queued { wake: true }
         ));
+    }
+
+    #[test]
+    fn a_finished_run_is_what_a_late_stop_sees() {
+        // A result pushed just before `finish` took the queue, whose wake-up then finds the
+        // actor gone: the sender must learn that the run finished (its row was counted), not
+        // that runtally stopped.
+        let slots = Slots::new(10, 1 << 20);
+        let queue = ResultQueue::new(8);
+        assert!(matches!(
+            queue.push(row("a"), permit(&slots)),
+            Pushed::Queued { wake: true }
+        ));
+        let at_finish = queue.close(Closed::Finished);
+        assert_eq!(at_finish.rows.len(), 1, "finish takes the row");
+        let (late, why) = queue.close_with_reason(Closed::Stopped);
+        assert_eq!(why, Closed::Finished, "the first reason sticks");
+        assert!(late.rows.is_empty());
     }
 
     #[test]
