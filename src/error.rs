@@ -339,7 +339,7 @@ pub enum FlushError {
     /// handler and counted, and every other row was written.
     #[error("the database refused {rows} rows")]
     Rejected {
-        /// Rows refused since the flush was requested.
+        /// Rows this flush covers (accepted before it) that were refused after it was requested.
         rows: u64,
     },
 }

@@ -102,7 +102,9 @@ struct ChunkOutcome {
 struct FlushWaiter {
     /// Per lane, the last seal the flush must see settled.
     seals: Vec<u64>,
-    rejected_before: u64,
+    /// Rows refused since the flush began in the chunks it covers (its seals or earlier): a
+    /// concurrent flush's refused rows are not this one's.
+    rejected: u64,
     /// Rows given up (shutdown deadline) before the flush began.
     unwritten_before: u64,
     reply: oneshot::Sender<Result<(), FlushError>>,
@@ -147,7 +149,6 @@ pub(crate) struct DbWriterActor {
     lanes: Vec<Lane>,
     schema_ready: bool,
     waiters: Vec<FlushWaiter>,
-    rows_rejected: u64,
     /// Rows given up at the shutdown deadline, over the writer's life.
     rows_unwritten: u64,
     /// Finished runs whose final state is durable but whose task rows are not all settled.
@@ -195,7 +196,6 @@ impl DbWriterActor {
             lanes,
             schema_ready: false,
             waiters: Vec::new(),
-            rows_rejected: 0,
             rows_unwritten: 0,
             finished_durable: HashSet::new(),
             permits,
@@ -431,13 +431,13 @@ impl DbWriterActor {
             work.into_actor(self)
                 .map(move |(outcome, latency), act, ctx| {
                     act.lanes[i].busy = None;
-                    act.chunk_done(i, outcome, latency);
+                    act.chunk_done(i, seal, outcome, latency);
                     act.pump(ctx);
                 }),
         );
     }
 
-    fn chunk_done(&mut self, i: usize, outcome: ChunkOutcome, latency: Duration) {
+    fn chunk_done(&mut self, i: usize, seal: u64, outcome: ChunkOutcome, latency: Duration) {
         self.metrics.record_flush_latency(latency);
         for batch in &outcome.written {
             self.metrics.batches_written.fetch_add(1, Relaxed);
@@ -460,8 +460,12 @@ impl DbWriterActor {
         }
         for rejected in outcome.rejected {
             let rows = (rejected.executions.len() + rejected.tasks.len()) as u64;
-            self.rows_rejected += rows;
             self.metrics.rows_rejected.fetch_add(rows, Relaxed);
+            for waiter in &mut self.waiters {
+                if waiter.seals.get(i).is_some_and(|covered| seal <= *covered) {
+                    waiter.rejected += rows;
+                }
+            }
             tracing::error!(
                 error = %chain(&rejected.error),
                 code = rejected.error.code().unwrap_or(""),
@@ -519,7 +523,6 @@ impl DbWriterActor {
 
     fn answer_waiters(&mut self) {
         let oldest = self.oldest_outstanding();
-        let rejected_now = self.rows_rejected;
         let unwritten_now = self.rows_unwritten;
         let mut still = Vec::new();
         for waiter in self.waiters.drain(..) {
@@ -534,7 +537,7 @@ impl DbWriterActor {
                 let result = if unwritten_now > waiter.unwritten_before {
                     Err(FlushError::ShuttingDown)
                 } else {
-                    match rejected_now - waiter.rejected_before {
+                    match waiter.rejected {
                         0 => Ok(()),
                         rows => Err(FlushError::Rejected { rows }),
                     }
@@ -714,7 +717,7 @@ impl Handler<Flush> for DbWriterActor {
         let (tx, rx) = oneshot::channel();
         self.waiters.push(FlushWaiter {
             seals,
-            rejected_before: self.rows_rejected,
+            rejected: 0,
             unwritten_before: self.rows_unwritten,
             reply: tx,
         });
