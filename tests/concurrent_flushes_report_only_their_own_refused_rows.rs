@@ -1,20 +1,17 @@
 //! Two flushes in flight at once each report only the refused rows they cover: a flush of one
 //! run, waiting for its lane, is not blamed for a row of another run refused in another lane
-//! meanwhile. Logic only: an in-memory store that holds one run's writes until released and
-//! refuses one task row for good stands for the database.
+//! meanwhile. Logic only: the scripted in-memory store holds one run's writes until released and
+//! refuses one task row for good.
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use common::scripted_store::ScriptedStore;
 use common::{exec_id, plan_id, result};
-use runtally::rows::WriteBatch;
-use runtally::store::{BoxFuture, GraphStore, MemoryStore};
 use runtally::{Aggregator, AggregatorConfig, FlushError, RunStart, StoreError};
-use tokio::sync::Notify;
 
 const LANES: usize = 2;
 
@@ -25,60 +22,6 @@ fn lane(id: &str) -> usize {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     (hash % LANES as u64) as usize
-}
-
-#[derive(Clone, Default)]
-struct GatedStore {
-    memory: MemoryStore,
-    /// Writes with rows of this run wait until `open` is set.
-    held_run: Arc<std::sync::Mutex<String>>,
-    open: Arc<AtomicBool>,
-    opened: Arc<Notify>,
-    /// Set when a held write is waiting.
-    holding: Arc<AtomicBool>,
-    /// Task rows with this task id are refused for good.
-    poison: Arc<std::sync::Mutex<String>>,
-}
-
-impl GraphStore for GatedStore {
-    fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let held = self.held_run.lock().expect("lock").clone();
-            if batch.tasks.iter().any(|t| t.execution_id.as_str() == held) {
-                self.holding.store(true, Ordering::SeqCst);
-                loop {
-                    // Created before the check, so a release in between still wakes it.
-                    let opened = self.opened.notified();
-                    if self.open.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    opened.await;
-                }
-            }
-            let poison = self.poison.lock().expect("lock").clone();
-            if batch.tasks.iter().any(|t| t.task_id.as_str() == poison) {
-                return Err(StoreError::Orphaned {
-                    expected: batch.tasks.len(),
-                    missing: 1,
-                });
-            }
-            self.memory.write(batch).await
-        })
-    }
-    fn ensure_schema(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.memory.ensure_schema()
-    }
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.memory.ping()
-    }
-    fn reconcile_stale(
-        &self,
-        cutoff: DateTime<Utc>,
-        except_owner: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.memory.reconcile_stale(cutoff, except_owner, now)
-    }
 }
 
 /// Waits for `done` (checked after every yield), failing the test after 10 s.
@@ -97,9 +40,18 @@ async fn a_flush_is_not_blamed_for_another_flushs_refused_row() {
         .map(|n| format!("flushes-bad-{n}"))
         .find(|id| lane(id) != lane(slow))
         .expect("an id in the other lane");
-    let store = GatedStore::default();
-    *store.held_run.lock().expect("lock") = slow.to_owned();
-    *store.poison.lock().expect("lock") = "poison".to_owned();
+    let store = ScriptedStore::default();
+    *store.held_run.lock().expect("lock") = Some(slow.to_owned());
+    store.memory.fail_with(|batch| {
+        batch
+            .tasks
+            .iter()
+            .any(|t| t.task_id.as_str() == "poison")
+            .then_some(StoreError::Orphaned {
+                expected: batch.tasks.len(),
+                missing: 1,
+            })
+    });
     let config = AggregatorConfig::builder()
         .with_write_lanes(LANES)
         .with_flush_interval(Duration::from_secs(3600))
@@ -143,8 +95,7 @@ async fn a_flush_is_not_blamed_for_another_flushs_refused_row() {
     .await;
     assert!(!flush_a.is_finished(), "A still waits for its held write");
 
-    store.open.store(true, Ordering::SeqCst);
-    store.opened.notify_waiters();
+    store.release();
     let a = flush_a.await.expect("joins");
     let b = flush_b.await.expect("joins");
     let refused = agg.metrics().rows_rejected;

@@ -1,5 +1,5 @@
-//! A store for actor-logic tests that misbehaves on cue: writes that take a while or hang, and
-//! pings that fail in a scripted order. Everything else goes to a [`MemoryStore`] (no database:
+//! A store for actor-logic tests that misbehaves on cue: writes that take a while or hang (all
+//! of them, or one run's until released), and pings that fail in a scripted order. Everything else goes to a [`MemoryStore`] (no database:
 //! these tests are about what the writer does, not about persistence).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use runtally::rows::WriteBatch;
 use runtally::store::{BoxFuture, GraphStore, MemoryStore};
 use runtally::StoreError;
+use tokio::sync::Notify;
 
 /// How one scripted ping ends.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +34,39 @@ pub struct ScriptedStore {
     pub pings: Arc<Mutex<Vec<Ping>>>,
     /// Pings received.
     pub pinged: Arc<AtomicUsize>,
+    /// Writes holding task rows of this run wait for [`ScriptedStore::release`].
+    pub held_run: Arc<Mutex<Option<String>>>,
+    /// Set once a write of the held run is waiting.
+    pub holding: Arc<AtomicBool>,
+    /// Set by [`ScriptedStore::release`].
+    pub released: Arc<AtomicBool>,
+    /// Wakes held writes.
+    pub release: Arc<Notify>,
+}
+
+impl ScriptedStore {
+    /// Lets the held run's writes go on.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+        self.release.notify_waiters();
+    }
+
+    async fn wait_if_held(&self, batch: &WriteBatch) {
+        let held = self.held_run.lock().expect("held run").clone();
+        let Some(held) = held else { return };
+        if !batch.tasks.iter().any(|t| t.execution_id.as_str() == held) {
+            return;
+        }
+        self.holding.store(true, Ordering::SeqCst);
+        loop {
+            // Created before the check, so a release in between still wakes it.
+            let released = self.release.notified();
+            if self.released.load(Ordering::SeqCst) {
+                return;
+            }
+            released.await;
+        }
+    }
 }
 
 impl GraphStore for ScriptedStore {
@@ -44,6 +78,7 @@ impl GraphStore for ScriptedStore {
             if !self.write_delay.is_zero() {
                 tokio::time::sleep(self.write_delay).await;
             }
+            self.wait_if_held(batch).await;
             self.memory.write(batch).await
         })
     }
