@@ -840,6 +840,10 @@ impl Aggregator {
         &self,
         older_than: Duration,
     ) -> Result<Vec<String>, ReconcileError> {
+        // As `flush`: once shutdown has run, the writer may still answer while actix stops.
+        if self.inner.stopped.load(Ordering::Acquire) {
+            return Err(ReconcileError::ShuttingDown);
+        }
         let now = Utc::now();
         let cutoff = chrono::Duration::from_std(older_than)
             .ok()
