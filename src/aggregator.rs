@@ -729,7 +729,7 @@ impl Aggregator {
         let unwritten_rows: usize = drained.unwritten.iter().map(WriteBatch::len).sum();
         let (spilled_rows, spill_error) = match (&inner.spill_path, unwritten_rows) {
             (_, 0) | (None, _) => (0, None),
-            (Some(path), _) => match spill(path, &drained.unwritten) {
+            (Some(path), _) => match crate::spill::append(path, &drained.unwritten) {
                 Ok(rows) => {
                     tracing::warn!(rows, path = %path.display(), "shutdown deadline passed; rows spilled");
                     (rows, None)
@@ -893,23 +893,6 @@ impl Aggregator {
         let handles = self.inner.registry.handles();
         futures_util::future::join_all(handles.iter().map(RunHandle::drain)).await;
     }
-}
-
-/// Appends unwritten rows to the spill file and syncs it. Returns the rows written.
-fn spill(path: &std::path::Path, batches: &[WriteBatch]) -> std::io::Result<usize> {
-    use std::io::Write;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    let mut out = std::io::BufWriter::new(file);
-    let mut rows = 0;
-    for batch in batches {
-        rows += crate::events::write_rows(&mut out, batch)?;
-    }
-    out.flush()?;
-    out.get_ref().sync_all()?;
-    Ok(rows)
 }
 
 fn default_instance_id() -> String {

@@ -177,8 +177,11 @@
 //!
 //! # Feature flags
 //!
-//! - `cli` (default): the `runtally` command-line tool (demo, replay, loadgen, status, list,
-//!   reconcile). Library users can turn it off with `default-features = false`.
+//! None by default: the `runtally` command-line tool (demo, replay, loadgen, status, list,
+//! reconcile) is the `runtally-cli` crate of the same workspace, so its dependencies (clap,
+//! indicatif, a `tracing` subscriber, a Prometheus exporter, mimalloc) never reach an
+//! embedder's build; `scripts/test` checks the library's dependency tree for them.
+//!
 //! - `metrics`: publishes the aggregator's metrics through the
 //!   [`metrics`](https://docs.rs/metrics) facade under Prometheus-style names; see
 //!   [`metrics::facade`](crate::metrics).
@@ -192,17 +195,15 @@ pub mod aggregator;
 pub mod bench_support;
 pub mod config;
 pub mod error;
-pub mod events;
 mod execution;
 pub mod metrics;
 pub mod model;
 mod registry;
-pub mod replay;
 pub mod rows;
 mod slots;
+pub mod spill;
 pub mod store;
 mod sync;
-pub mod workload;
 mod writer;
 
 pub use aggregator::{Aggregator, RunHandle, RunStart, ShutdownReport};

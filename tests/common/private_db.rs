@@ -66,7 +66,13 @@ impl PrivateDb {
     }
 
     fn script(&self, verb: &str) -> Output {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/db");
+        // The library's tests and the CLI's (cli/) share this file: the script is at the
+        // repository's root, the first ancestor that has it.
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|dir| dir.join("scripts/db"))
+            .find(|script| script.exists())
+            .expect("scripts/db in the repository");
         let out = Command::new(script)
             .arg(verb)
             .env_remove("NEO4J_URI")

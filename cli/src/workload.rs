@@ -8,11 +8,12 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::error::ModelError;
-use crate::events::Event;
-use crate::model::{
-    ExecutionId, PlanId, QcVerification, TaskDefinition, TaskId, TaskResult, TaskStatus, TokenUsage,
+use runtally::{
+    ExecutionId, ModelError, PlanId, QcVerification, TaskDefinition, TaskId, TaskResult,
+    TaskStatus, TokenUsage,
 };
+
+use crate::events::Event;
 
 /// The parameters `gen_events.py` takes.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,7 +15,7 @@ use runtally::{
     TaskDefinition, TaskId, TaskResult,
 };
 
-use crate::read::execution_table;
+use super::read::execution_table;
 use crate::DbArgs;
 
 #[derive(Args)]

@@ -13,11 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod demo;
-mod loadgen;
-mod read;
-mod replay;
-mod table;
+mod commands;
+
+use commands::{demo, loadgen, read, replay};
 
 /// Execution telemetry for AI-agent and workflow orchestrators, in Neo4j.
 #[derive(Parser)]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::private_db::PrivateDb;
 use common::*;
-use runtally::workload::WorkloadSpec;
 use runtally::{Aggregator, AggregatorConfig, RetryPolicy, RunStart};
+use runtally_cli::workload::WorkloadSpec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_the_database_down_returns_in_time_and_spills_what_it_could_not_write() {

@@ -7,8 +7,10 @@
 //! {"event":"run_finished", "executionId":…, "endTime":epochMs, "cancelled":bool}
 //! ```
 //!
-//! A shutdown spill adds two kinds of its own, `execution_state` and `task_state`: rows exactly
-//! as runtally meant to write them, with the graph's property names, restored as they are.
+//! A shutdown spill ([`runtally::spill`]) adds two kinds of its own, `execution_state` and
+//! `task_state`: rows exactly as runtally meant to write them, with the graph's property names,
+//! restored as they are. They parse here as [`Event::ExecutionState`] and [`Event::TaskState`],
+//! so `runtally replay` reads a spill file, an event stream, or both in one file.
 //!
 //! Parsing one line never affects another: a bad line is a typed [`EventError`] naming what is
 //! wrong, and the caller carries on with the next.
@@ -16,8 +18,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ExecutionId, PlanId, TaskDefinition, TaskResult};
-use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+use runtally::rows::{ExecutionRow, TaskRow};
+use runtally::{ExecutionId, PlanId, TaskDefinition, TaskResult};
 
 /// One event of the stream.
 // Task events dominate any stream, so boxing them would add an allocation to nearly every event
@@ -119,33 +121,6 @@ pub fn parse_bytes(line: &[u8]) -> Result<Event, EventError> {
     Ok(serde_json::from_slice(line)?)
 }
 
-/// Appends a batch's rows as `execution_state` and `task_state` lines (executions first, so a
-/// replay restores every run before its tasks). Returns the rows written.
-///
-/// # Errors
-///
-/// The writer's I/O error.
-pub fn write_rows(mut out: impl std::io::Write, batch: &WriteBatch) -> std::io::Result<usize> {
-    #[derive(Serialize)]
-    #[serde(tag = "event", rename_all = "snake_case")]
-    enum Line<'a> {
-        ExecutionState(&'a ExecutionRow),
-        TaskState(&'a TaskRow),
-    }
-    let lines = batch
-        .executions
-        .iter()
-        .map(Line::ExecutionState)
-        .chain(batch.tasks.iter().map(Line::TaskState));
-    let mut rows = 0;
-    for line in lines {
-        serde_json::to_writer(&mut out, &line)?;
-        out.write_all(b"\n")?;
-        rows += 1;
-    }
-    Ok(rows)
-}
-
 /// Epoch milliseconds on the wire, `DateTime<Utc>` in Rust.
 mod epoch_ms {
     use super::*;
@@ -167,6 +142,8 @@ mod epoch_ms {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use runtally::rows::WriteBatch;
+    use runtally::spill::write_rows;
 
     const STARTED: &str = r#"{"event": "run_started", "executionId": "demo-exec-0", "planId": "demo-plan-0", "totalTasks": 20, "startTime": 1795744800000}"#;
     const FINISHED: &str = r#"{"event": "run_finished", "executionId": "demo-exec-0", "endTime": 1795744880000, "cancelled": false}"#;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::private_db::PrivateDb;
 use common::*;
-use runtally::workload::WorkloadSpec;
 use runtally::{Aggregator, AggregatorConfig, RetryPolicy};
+use runtally_cli::workload::WorkloadSpec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_ten_second_outage_loses_and_duplicates_nothing() {

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use common::private_db::PrivateDb;
 use common::*;
-use runtally::events::Event;
-use runtally::workload::WorkloadSpec;
 use runtally::{AggregatorConfig, RetryPolicy, TaskStatus};
+use runtally_cli::events::Event;
+use runtally_cli::workload::WorkloadSpec;
 
 /// Runs whose node shows more than its task nodes: an end time with counters that do not match
 /// the task nodes, or counters above the task nodes at any time.
@@ -154,7 +154,7 @@ async fn replay_under_a_poller(lanes: usize) {
     })
     .await;
     let poller = Poller::start(raw_graph(), prefix);
-    let summary = runtally::replay::replay(&agg, &jsonl(&events), 32).await;
+    let summary = runtally_cli::replay::replay(&agg, &jsonl(&events), 32).await;
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);
     agg.flush().await.expect("flush");
     let (violations, polls) = poller.finish().await;
@@ -217,7 +217,7 @@ async fn a_reader_never_sees_a_run_ahead_of_its_tasks_across_a_restart_and_a_spi
     let lines: Vec<&[u8]> = stream.split_inclusive(|b| *b == b'\n').collect();
     let third = lines.len() / 3;
     let part = |from: usize, to: usize| lines[from..to].concat();
-    let summary = runtally::replay::replay(&agg, &part(0, third), 16).await;
+    let summary = runtally_cli::replay::replay(&agg, &part(0, third), 16).await;
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);
     db.stop();
     // The outage lasts while the second third is accepted, plus half a second.
@@ -228,12 +228,12 @@ async fn a_reader_never_sees_a_run_ahead_of_its_tasks_across_a_restart_and_a_spi
             db.restart();
         })
     };
-    let summary = runtally::replay::replay(&agg, &part(third, 2 * third), 16).await;
+    let summary = runtally_cli::replay::replay(&agg, &part(third, 2 * third), 16).await;
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);
     restart.await.expect("restarted");
     agg.flush().await.expect("flush after the restart");
     db.stop();
-    let summary = runtally::replay::replay(&agg, &part(2 * third, lines.len()), 16).await;
+    let summary = runtally_cli::replay::replay(&agg, &part(2 * third, lines.len()), 16).await;
     assert!(summary.errors.is_empty(), "{:?}", summary.errors);
     let report = agg.shutdown(Duration::from_secs(2)).await;
     assert!(!report.complete, "the database was down: rows spilled");

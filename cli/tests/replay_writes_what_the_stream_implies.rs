@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::Command;
 
 use common::*;
-use runtally::workload::WorkloadSpec;
+use runtally_cli::workload::WorkloadSpec;
 
 #[tokio::test]
 async fn replay_writes_exactly_the_values_the_stream_implies() {

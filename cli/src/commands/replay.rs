@@ -60,7 +60,7 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let aggregator = Aggregator::start(config).await?;
     let started = Instant::now();
-    let summary = runtally::replay::replay(&aggregator, &input, args.concurrency).await;
+    let summary = runtally_cli::replay::replay(&aggregator, &input, args.concurrency).await;
     let flushed = aggregator.flush().await;
     let seconds = started.elapsed().as_secs_f64();
     let report = aggregator
@@ -79,7 +79,7 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "tasks_per_s": (summary.tasks as f64 / seconds).round(),
         "input_mb_per_s": ((input.len() as f64 / seconds / 1e6) * 1000.0).round() / 1000.0,
-        "peak_rss_mib": crate::loadgen::peak_rss_mib(),
+        "peak_rss_mib": super::loadgen::peak_rss_mib(),
         "write_errors": report.metrics.rows_rejected + report.metrics.rows_dropped,
         "metrics": report.metrics,
     });

@@ -9,12 +9,11 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::aggregator::{Aggregator, RunHandle, RunStart};
-use crate::error::{BeginError, RecordError};
+use runtally::rows::WriteBatch;
+use runtally::{Aggregator, BeginError, ExecutionId, RecordError, RunHandle, RunStart};
+
 use crate::events::{parse_bytes, Event, EventError};
-use crate::model::ExecutionId;
-use crate::rows::WriteBatch;
-use crate::sync::lock;
+use crate::lock;
 
 /// Why one line was not applied.
 #[derive(Debug, thiserror::Error)]

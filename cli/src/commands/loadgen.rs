@@ -10,8 +10,8 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use runtally::rows::{ExecutionRow, ExecutionWrite, TaskRow, WriteBatch};
 use runtally::store::{GraphStore, Neo4jStore, NullStore};
-use runtally::workload::{WorkloadRun, WorkloadSpec};
 use runtally::{Aggregator, AggregatorConfig, RunStart, RunStatus, TaskStatus};
+use runtally_cli::workload::{WorkloadRun, WorkloadSpec};
 use tokio::sync::mpsc;
 
 use crate::DbArgs;

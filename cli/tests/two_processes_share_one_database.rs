@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::*;
-use runtally::workload::WorkloadSpec;
+use runtally_cli::workload::WorkloadSpec;
 
 #[tokio::test]
 async fn two_replay_processes_at_once_both_write_exact_totals() {

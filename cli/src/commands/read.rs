@@ -8,7 +8,7 @@ use clap::Args;
 use runtally::store::{ExecutionRecord, GraphStore};
 use runtally::ExecutionId;
 
-use crate::table::{duration_ms, Table};
+use super::table::{duration_ms, Table};
 use crate::DbArgs;
 
 #[derive(Args)]

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::private_db::PrivateDb;
 use common::*;
-use runtally::workload::WorkloadSpec;
 use runtally::{AggregatorConfig, RetryPolicy, RunStart};
+use runtally_cli::workload::WorkloadSpec;
 
 /// What a row costs beyond its weight, and what the test itself holds (the spec, one run's
 /// results being built, the driver): documented in the crate docs' delivery guarantees.
