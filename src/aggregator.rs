@@ -17,14 +17,14 @@ use crate::error::{BeginError, ConfigError, FlushError, ReconcileError, RecordEr
 use crate::execution::messages::{Drain, FinishRun, GetSnapshot, RecordTask, TakeResults};
 use crate::execution::results::{Closed, Pushed, ResultQueue};
 use crate::execution::{ExecutionActor, RunShared, RunSnapshot};
+use crate::inbox::{Delivery, Inbox};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::model::{check_count, ExecutionId, PlanId, TaskDefinition, TaskResult};
-use crate::registry::Registry;
+use crate::registry::{Live, Registry};
 use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
 use crate::slots::{Slot, Slots};
 use crate::store::{GraphStore, Neo4jStore};
 use crate::sync::lock;
-use crate::writer::inbox::{Delivery, Inbox};
 use crate::writer::messages::{Connect, Drained, Flush, ReconcileStale, Shutdown};
 use crate::writer::{DbWriterActor, WriterSettings};
 
@@ -447,7 +447,7 @@ impl ActorRuntime {
 
 /// Everything an aggregator owns.
 struct Inner {
-    registry: Arc<Registry>,
+    registry: Arc<Registry<RunHandle>>,
     writer: Addr<DbWriterActor>,
     inbox: Arc<Inbox>,
     runtime: ActorRuntime,
@@ -892,6 +892,12 @@ impl Aggregator {
     async fn drain_runs(&self) {
         let handles = self.inner.registry.handles();
         futures_util::future::join_all(handles.iter().map(RunHandle::drain)).await;
+    }
+}
+
+impl Live for RunHandle {
+    fn is_ended(&self) -> bool {
+        RunHandle::is_ended(self)
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ConfigError;
-pub use crate::writer::retry::{RetryPolicy, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX};
-use crate::writer::{RejectedHandler, RejectedWrite};
+use crate::rejected::{RejectedHandler, RejectedWrite};
+pub use crate::retry::{RetryPolicy, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX};
 
 /// Default pool size: a writer with a few flushes in flight plus readers.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8;

@@ -5,48 +5,9 @@
 
 use std::time::Duration;
 
-use crate::model::{ExecutionId, TaskId};
+use crate::model::ExecutionId;
 
-/// Input that does not fit runtally's data model.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ModelError {
-    /// An id is empty, only whitespace, or holds a control character.
-    #[error("{kind} id {problem}")]
-    InvalidId {
-        /// Which id: `execution`, `task` or `plan`.
-        kind: &'static str,
-        /// What is wrong with it.
-        problem: &'static str,
-    },
-    /// A count does not fit a Bolt integer (signed 64-bit).
-    #[error("{field} = {value} is above the largest Bolt integer ({max})", max = i64::MAX)]
-    CountOutOfRange {
-        /// The field, by its JSON name.
-        field: &'static str,
-        /// The value given (saturated at `u64::MAX` for sums).
-        value: u64,
-    },
-    /// A status string is not one runtally knows.
-    #[error("unknown run status {0:?}")]
-    UnknownStatus(String),
-    /// A task result was sent with a definition of another task.
-    #[error("task definition {definition:?} does not match result {result:?}", definition = definition.as_str(), result = result.as_str())]
-    TaskIdMismatch {
-        /// The definition's `id`.
-        definition: TaskId,
-        /// The result's `taskId`.
-        result: TaskId,
-    },
-    /// A run's end time is before its start time.
-    #[error("end time {end} is before the run's start time {start}")]
-    EndBeforeStart {
-        /// The run's start.
-        start: chrono::DateTime<chrono::Utc>,
-        /// The end given.
-        end: chrono::DateTime<chrono::Utc>,
-    },
-}
+pub use crate::model::ModelError;
 
 /// What went wrong talking to the graph database.
 #[derive(Debug, thiserror::Error)]

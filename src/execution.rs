@@ -18,10 +18,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::{ModelError, RecordError};
+use crate::inbox::{Delivery, Inbox};
 use crate::metrics::Metrics;
 use crate::model::{ExecutionId, PlanId, RunStatus};
 use crate::rows::{ExecutionRow, TaskRow};
-use crate::writer::inbox::{Delivery, Inbox};
 
 pub(crate) mod counters;
 pub(crate) mod messages;

@@ -56,6 +56,27 @@
 //! has its final state written with its last task rows (or, if they are already written, next).
 //! A registry of live runs lets [`Aggregator::run`] find a handle by id.
 //!
+//! # Layout
+//!
+//! Modules depend one way, from the data up to the public handle; none names a module above it
+//! (`scripts/layers` checks this in the test suite).
+//!
+//! ```text
+//!  public handle   aggregator.rs (Aggregator, RunHandle)   registry.rs (live runs, generic)
+//!                         │
+//!  actors, store   execution.rs (ExecutionActor)  writer.rs (DbWriterActor)  store.rs (GraphStore)
+//!                  + execution/messages.rs        + writer/messages.rs       + store/neo4j.rs
+//!                                                                            + store/memory.rs
+//!                         │
+//!  pure cores      execution/counters.rs  execution/results.rs  writer/batch.rs (coalescing,
+//!                  chunks by rows and bytes)  writer/lanes.rs (which write goes next)
+//!                  retry.rs (backoff, retry decision)  inbox.rs (actor → writer queue)
+//!                  slots.rs (pending bounds)  config.rs (builders, defaults)
+//!                         │
+//!  data            model.rs (ids, TaskResult, ModelError)  rows.rs (graph rows)
+//!                  error.rs  rejected.rs  spill.rs  metrics.rs  sync.rs
+//! ```
+//!
 //! # Quick start
 //!
 //! ```
@@ -196,9 +217,12 @@ pub mod bench_support;
 pub mod config;
 pub mod error;
 mod execution;
+mod inbox;
 pub mod metrics;
 pub mod model;
 mod registry;
+mod rejected;
+mod retry;
 pub mod rows;
 mod slots;
 pub mod spill;
@@ -218,5 +242,5 @@ pub use model::{
     ExecutionId, PlanId, QcVerification, RunStatus, TaskDefinition, TaskId, TaskResult, TaskStatus,
     TokenUsage,
 };
-pub use writer::retry::RetryPolicy;
-pub use writer::{RejectedHandler, RejectedWrite};
+pub use rejected::{RejectedHandler, RejectedWrite};
+pub use retry::RetryPolicy;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ModelError;
+use crate::model::ModelError;
 use crate::model::{
     check_count, task_execution_id, ExecutionId, PlanId, RunStatus, TaskDefinition, TaskResult,
     TaskStatus,

@@ -3,7 +3,7 @@
 //! Rows wait in [`PendingWrites`](batch::PendingWrites), where they coalesce. A flush seals them
 //! into chunks, each written as one batch (a store commits a chunk's task rows no later than
 //! its execution rows). Every run belongs to one of `write_lanes`
-//! lanes (by a hash of its id); a lane writes one chunk at a time, in order, and lanes write in
+//! lanes (by a hash of its id, [`lanes`]); a lane writes one chunk at a time, in order, and lanes write in
 //! parallel. That keeps each run's writes in sequence (a task never reaches the store before its
 //! execution node, and versions keep a newer state from being overwritten) while several
 //! transactions use the database at once.
@@ -34,36 +34,21 @@ use tokio::sync::{oneshot, watch};
 use crate::error::{chain, FlushError, StoreError};
 use crate::metrics::{FlushReason, Metrics};
 use crate::model::ExecutionId;
-use crate::registry::Registry;
+use crate::registry::LiveRuns;
 use crate::rows::{ExecutionRow, Heartbeat, TaskRow, WriteBatch};
 use crate::slots::Slots;
 use crate::store::GraphStore;
 
 pub(crate) mod batch;
-pub(crate) mod inbox;
+pub(crate) mod lanes;
 pub(crate) mod messages;
-pub(crate) mod retry;
 
-use batch::{split, Chunk, ChunkLimits, PendingWrites};
-use inbox::{Delivery, Inbox, Ring};
+use crate::inbox::{Delivery, Inbox, Ring};
+use crate::rejected::RejectedWrite;
+use crate::retry::{decide, Decision, RetryPolicy};
+use batch::{split, Chunk, ChunkLimits};
+use lanes::{lane_of, Busy, Lane, Next, Schedule};
 use messages::{Connect, Drained, Flush, ReconcileStale, Shutdown};
-use retry::{decide, Decision, RetryPolicy};
-
-/// Rows the database refused permanently, with its error. Everything else in their batch was
-/// written.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct RejectedWrite {
-    /// Execution rows refused (with them, their runs' task rows in this write).
-    pub executions: Vec<ExecutionRow>,
-    /// Task rows refused.
-    pub tasks: Vec<TaskRow>,
-    /// Why.
-    pub error: StoreError,
-}
-
-/// Called with every [`RejectedWrite`], on the writer's thread: keep it short.
-pub type RejectedHandler = Arc<dyn Fn(RejectedWrite) + Send + Sync>;
 
 /// The writer's settings (taken from `AggregatorConfig`).
 #[derive(Clone)]
@@ -75,7 +60,7 @@ pub(crate) struct WriterSettings {
     pub(crate) flush_interval: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) retry: RetryPolicy,
-    pub(crate) on_rejected: Option<RejectedHandler>,
+    pub(crate) on_rejected: Option<crate::rejected::RejectedHandler>,
 }
 
 /// How often the writer publishes through the `metrics` facade.
@@ -110,35 +95,6 @@ struct FlushWaiter {
     reply: oneshot::Sender<Result<(), FlushError>>,
 }
 
-/// What a lane is writing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Busy {
-    /// A chunk of this seal, with this many rows weighing this many bytes.
-    Chunk {
-        seal: u64,
-        rows: usize,
-        bytes: usize,
-    },
-    /// Urgent copies of runs' newest states.
-    Urgent,
-}
-
-/// One ordered stream of writes. Every run belongs to one lane (by a hash of its id), so a run's
-/// writes stay in order while lanes write in parallel, each on a connection of its own.
-#[derive(Debug)]
-struct Lane {
-    pending: PendingWrites,
-    busy: Option<Busy>,
-    timer_due: bool,
-    /// A run's final state arrived: seal as soon as the queue allows, so it follows its task
-    /// rows without waiting for the timer.
-    final_due: bool,
-    /// Since when urgent copies have been going ahead of a queue that was due. After
-    /// `flush_interval` of that, the queue goes first once, so a stream of urgent states cannot
-    /// starve it.
-    queue_passed_over: Option<Instant>,
-}
-
 /// The single writer of an aggregator. Runs on its own arbiter.
 pub(crate) struct DbWriterActor {
     store: Arc<dyn GraphStore>,
@@ -154,20 +110,12 @@ pub(crate) struct DbWriterActor {
     /// Finished runs whose final state is durable but whose task rows are not all settled.
     finished_durable: HashSet<ExecutionId>,
     permits: Arc<Slots>,
-    registry: Arc<Registry>,
+    registry: Arc<dyn LiveRuns>,
     metrics: Arc<Metrics>,
     /// Shutdown deadline, watched by the writes in flight so they stop retrying in time.
     deadline: watch::Sender<Option<Instant>>,
     shutdown: Option<oneshot::Sender<Drained>>,
     unwritten: Vec<WriteBatch>,
-}
-
-/// The lane a run's writes go through: a stable hash of its id (FNV-1a), so it never changes.
-fn lane_of(id: &ExecutionId, lanes: usize) -> usize {
-    let hash = id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash % lanes.max(1) as u64) as usize
 }
 
 impl DbWriterActor {
@@ -176,17 +124,11 @@ impl DbWriterActor {
         settings: WriterSettings,
         inbox: Arc<Inbox>,
         permits: Arc<Slots>,
-        registry: Arc<Registry>,
+        registry: Arc<dyn LiveRuns>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let lanes = (0..settings.write_lanes.max(1))
-            .map(|_| Lane {
-                pending: PendingWrites::new(permits.cap()),
-                busy: None,
-                timer_due: false,
-                final_due: false,
-                queue_passed_over: None,
-            })
+            .map(|_| Lane::new(permits.cap()))
             .collect();
         Self {
             store,
@@ -233,7 +175,9 @@ impl DbWriterActor {
                     let pushed = lane.pending.push([execution], tasks, urgent);
                     replaced += pushed.replaced;
                     replaced_bytes += pushed.replaced_bytes;
-                    lane.final_due |= terminal;
+                    if terminal {
+                        lane.final_arrived();
+                    }
                     wake |= urgent || lane.pending.open_full(limits);
                 }
                 Delivery::Restore(batch) => {
@@ -293,7 +237,7 @@ impl DbWriterActor {
     /// Starts the lane's next write if it is idle: urgent copies first, then its queue, sealing
     /// open rows when a flush is due.
     fn pump_lane(&mut self, i: usize, ctx: &mut Context<Self>) {
-        if self.lanes[i].busy.is_some() {
+        if self.lanes[i].busy().is_some() {
             return;
         }
         if self.shutdown.is_some() && self.deadline_passed() {
@@ -305,50 +249,20 @@ impl DbWriterActor {
         if !self.schema_ready {
             return;
         }
-        let limits = self.settings.limits();
-        let flush_interval = self.settings.flush_interval;
-        let shutting_down = self.shutdown.is_some();
-        let lane = &mut self.lanes[i];
-        let reason = if shutting_down {
-            Some(FlushReason::Shutdown)
-        } else if lane.pending.open_full(limits) {
-            Some(FlushReason::Size)
-        } else if lane.final_due {
-            Some(FlushReason::Urgent)
-        } else if lane.timer_due {
-            Some(FlushReason::Timer)
-        } else {
-            None
+        let schedule = Schedule {
+            limits: self.settings.limits(),
+            flush_interval: self.settings.flush_interval,
+            shutting_down: self.shutdown.is_some(),
         };
-        // Urgent copies go ahead of the queue, unless they have kept a due queue waiting for a
-        // whole flush interval already.
-        let queue_due = reason.is_some() || lane.pending.oldest_queued_seal().is_some();
-        let queue_overdue = queue_due
-            && lane
-                .queue_passed_over
-                .is_some_and(|since| since.elapsed() >= flush_interval);
-        if !queue_overdue {
-            if let Some(batch) = lane.pending.urgent_copy() {
-                if queue_due {
-                    lane.queue_passed_over.get_or_insert_with(Instant::now);
-                }
-                self.write_urgent(i, batch, ctx);
-                return;
-            }
-        }
-        let lane = &mut self.lanes[i];
-        // Seal only behind an empty queue: rows left open keep coalescing meanwhile.
-        if let Some(reason) = reason {
-            if lane.pending.oldest_queued_seal().is_none() {
-                if lane.pending.seal(limits).is_some() {
+        match self.lanes[i].next(Instant::now(), &schedule) {
+            Next::Idle => {}
+            Next::Urgent(batch) => self.write_urgent(i, batch, ctx),
+            Next::Chunk { chunk, sealed } => {
+                if let Some(reason) = sealed {
                     self.metrics.flushed(reason);
                 }
-                lane.timer_due = false;
-                lane.final_due = false;
+                self.write(i, chunk, ctx);
             }
-        }
-        if let Some(chunk) = self.lanes[i].pending.next_chunk() {
-            self.write(i, chunk, ctx);
         }
     }
 
@@ -358,7 +272,6 @@ impl DbWriterActor {
     /// queue; versions make it irrelevant which of the two commits last. (A run's rows go only through its own lane, so
     /// a copy never races another of the run's writes to create its node.)
     fn write_urgent(&mut self, i: usize, batch: WriteBatch, ctx: &mut Context<Self>) {
-        self.lanes[i].busy = Some(Busy::Urgent);
         self.metrics.flushed(FlushReason::Urgent);
         let store = Arc::clone(&self.store);
         let settings = self.settings.clone();
@@ -379,7 +292,7 @@ impl DbWriterActor {
         ctx.spawn(
             work.into_actor(self)
                 .map(move |(outcome, runs, latency), act, ctx| {
-                    act.lanes[i].busy = None;
+                    act.lanes[i].done();
                     act.metrics.record_flush_latency(latency);
                     match outcome {
                         Ok(()) => tracing::debug!(
@@ -403,12 +316,6 @@ impl DbWriterActor {
 
     fn write(&mut self, i: usize, chunk: Chunk, ctx: &mut Context<Self>) {
         let Chunk { seal, batch, bytes } = chunk;
-        self.lanes[i].busy = Some(Busy::Chunk {
-            seal,
-            rows: batch.len(),
-            bytes,
-        });
-        self.lanes[i].queue_passed_over = None;
         let store = Arc::clone(&self.store);
         let settings = self.settings.clone();
         let metrics = Arc::clone(&self.metrics);
@@ -430,7 +337,7 @@ impl DbWriterActor {
         ctx.spawn(
             work.into_actor(self)
                 .map(move |(outcome, latency), act, ctx| {
-                    act.lanes[i].busy = None;
+                    act.lanes[i].done();
                     act.chunk_done(i, seal, outcome, latency);
                     act.pump(ctx);
                 }),
@@ -509,11 +416,7 @@ impl DbWriterActor {
         self.lanes
             .iter()
             .map(|lane| {
-                let in_flight = match lane.busy {
-                    Some(Busy::Chunk { seal, .. }) => Some(seal),
-                    _ => None,
-                };
-                [in_flight, lane.pending.oldest_queued_seal()]
+                [lane.seal_in_flight(), lane.pending.oldest_queued_seal()]
                     .into_iter()
                     .flatten()
                     .min()
@@ -555,7 +458,7 @@ impl DbWriterActor {
         for lane in &self.lanes {
             if let Some(Busy::Chunk {
                 rows: r, bytes: b, ..
-            }) = lane.busy
+            }) = lane.busy()
             {
                 rows += r;
                 bytes += b;
@@ -573,8 +476,7 @@ impl DbWriterActor {
         }
         let out_of_time = self.deadline_passed();
         let idle = self.lanes.iter().all(|lane| {
-            !matches!(lane.busy, Some(Busy::Chunk { .. }))
-                && (lane.pending.is_empty() || out_of_time)
+            lane.seal_in_flight().is_none() && (lane.pending.is_empty() || out_of_time)
         });
         if !idle {
             return;
@@ -658,7 +560,7 @@ impl Actor for DbWriterActor {
         ctx.run_interval(self.settings.flush_interval, |act, ctx| {
             act.take_inbox();
             for lane in &mut act.lanes {
-                lane.timer_due = lane.pending.has_open();
+                lane.timer_fired();
             }
             act.pump(ctx);
         });
@@ -679,7 +581,7 @@ impl Actor for DbWriterActor {
             for (lane, runs) in act.lanes.iter_mut().zip(per_lane) {
                 if !runs.is_empty() {
                     lane.pending.set_heartbeat(Heartbeat { at, runs });
-                    lane.timer_due = true;
+                    lane.due_now();
                 }
             }
             act.pump(ctx);
