@@ -140,7 +140,7 @@ impl RunHandle {
 
     /// Whether `finish` or `cancel` was accepted.
     pub fn is_ended(&self) -> bool {
-        self.run.ended.load(Ordering::Acquire)
+        self.run.final_snapshot.get().is_some()
     }
 
     /// Reports a finished task. Waits while pending writes are at `max_pending_rows` or `max_pending_bytes`, or the
@@ -625,7 +625,6 @@ impl Aggregator {
             created: Utc::now(),
             tasks_total,
             owner: Some(Arc::clone(&inner.owner)),
-            ended: AtomicBool::new(false),
             final_snapshot: OnceLock::new(),
             accepted_weight: AtomicU64::new(0),
             metrics: Arc::clone(&inner.shared.metrics),
@@ -862,10 +861,7 @@ impl Aggregator {
 
     /// A snapshot of the aggregator's metrics.
     pub fn metrics(&self) -> MetricsSnapshot {
-        let mut snapshot = self.inner.shared.metrics.snapshot();
-        // Only the inbox knows its length (the registry keeps `live_runs` itself).
-        snapshot.writer_actor.mailbox_depth = self.inner.inbox.len() as u64;
-        snapshot
+        self.inner.shared.metrics.snapshot(self.inner.inbox.len())
     }
 
     /// Drains the run actors and hands the writer its `Shutdown`, as a task of runtally's own

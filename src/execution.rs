@@ -10,7 +10,7 @@
 //! state are marked urgent: the writer sends a status change ahead of its queue, and writes a
 //! final state as soon as the run's task rows are written (never before them).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use actix::prelude::*;
@@ -64,7 +64,7 @@ pub(crate) struct RunShared {
     pub(crate) created: DateTime<Utc>,
     pub(crate) tasks_total: i64,
     pub(crate) owner: Option<Arc<str>>,
-    pub(crate) ended: AtomicBool,
+    /// Set once, when `finish`/`cancel` is accepted: the run has ended exactly when it is set.
     pub(crate) final_snapshot: OnceLock<RunSnapshot>,
     /// Sum of the tokens and tool calls of every result accepted for this run (re-sent ones
     /// included): an upper bound of every run total, kept by the callers.
@@ -141,11 +141,16 @@ impl ExecutionActor {
         }
     }
 
-    fn snapshot(&self) -> RunSnapshot {
-        let (status, end_time) = match self.ended {
+    /// The run's status and end time: the final ones once ended, else the live status.
+    fn status_and_end(&self) -> (RunStatus, Option<DateTime<Utc>>) {
+        match self.ended {
             Some((status, end)) => (status, Some(end)),
             None => (self.counters.live_status(), None),
-        };
+        }
+    }
+
+    fn snapshot(&self) -> RunSnapshot {
+        let (status, end_time) = self.status_and_end();
         RunSnapshot {
             execution_id: self.run.id.clone(),
             plan_id: self.run.plan_id.clone(),
@@ -159,10 +164,7 @@ impl ExecutionActor {
     }
 
     fn execution_row(&mut self) -> ExecutionRow {
-        let (status, end_time) = match self.ended {
-            Some((status, end)) => (status, Some(end)),
-            None => (self.counters.live_status(), None),
-        };
+        let (status, end_time) = self.status_and_end();
         let totals = self.counters.totals();
         let duration_ms = end_time.map_or(0, |end| (end - self.run.start_time).num_milliseconds());
         let updated = Utc::now();
@@ -424,7 +426,6 @@ impl Handler<FinishRun> for ExecutionActor {
         self.link_plan = true;
         let snapshot = self.snapshot();
         let _ = self.run.final_snapshot.set(snapshot.clone());
-        self.run.ended.store(true, Ordering::Release);
         self.run.metrics.run_finished(status);
         tracing::debug!(execution_id = %self.run.id, status = %status, "run finished");
         // Urgent: clients poll for it. The writer writes it with or after the run's last task
@@ -484,7 +485,6 @@ mod tests {
             created: at,
             tasks_total: 1,
             owner: None,
-            ended: AtomicBool::new(false),
             final_snapshot: OnceLock::new(),
             accepted_weight: AtomicU64::new(0),
             metrics: Arc::clone(metrics),

@@ -192,7 +192,7 @@ impl Metrics {
         let _ = lock(&self.batch_bytes).record(bytes);
     }
 
-    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+    pub(crate) fn snapshot(&self, writer_inbox: usize) -> MetricsSnapshot {
         let latency = {
             let h = lock(&self.flush_latency_us);
             LatencySummary {
@@ -226,10 +226,10 @@ impl Metrics {
                     mailbox_depth: self.run_sent.load(Relaxed).saturating_sub(handled),
                 }
             },
-            // The writer's queue depth is its inbox, filled in by the aggregator.
+            // The writer's queue is its inbox, which only the inbox can measure.
             writer_actor: ActorMetrics {
                 messages: self.writer_messages.load(Relaxed),
-                mailbox_depth: 0,
+                mailbox_depth: writer_inbox as u64,
             },
             tasks_succeeded: self.tasks_succeeded.load(Relaxed),
             tasks_failed: self.tasks_failed.load(Relaxed),
@@ -397,7 +397,7 @@ mod tests {
         for ms in 1..=100 {
             m.record_flush_latency(Duration::from_millis(ms));
         }
-        let s = m.snapshot();
+        let s = m.snapshot(0);
         assert_eq!(s.runs_started, 2);
         assert_eq!(s.runs_failed, 1);
         assert_eq!(s.flush_reasons.urgent, 2);

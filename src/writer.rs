@@ -205,12 +205,10 @@ impl DbWriterActor {
         wake
     }
 
-    /// Publishes the aggregator's metrics, with the figures only the writer knows.
+    /// Publishes the aggregator's metrics through the `metrics` facade.
     #[cfg(feature = "metrics")]
     fn publish_metrics(&self) {
-        let mut snapshot = self.metrics.snapshot();
-        snapshot.writer_actor.mailbox_depth = self.inbox.len() as u64;
-        crate::metrics::facade::publish(&snapshot);
+        crate::metrics::facade::publish(&self.metrics.snapshot(self.inbox.len()));
     }
 
     /// Keeps rows the store will not confirm (the shutdown deadline passed) for the report.
