@@ -546,6 +546,7 @@ impl Aggregator {
             max_batch_rows: config.max_batch_rows,
             max_batch_bytes: config.max_batch_bytes,
             write_lanes: config.write_lanes,
+            min_overlap_bytes: config.min_overlap_bytes,
             heartbeat_interval: config.heartbeat_interval,
             flush_interval: config.flush_interval,
             write_timeout: config.write_timeout,

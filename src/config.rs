@@ -255,10 +255,14 @@ pub const DEFAULT_MAX_PENDING_ROWS: usize = 100_000;
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 << 20;
 /// Default bound on the bytes of task rows accepted and not yet written: 256 MiB.
 pub const DEFAULT_MAX_PENDING_BYTES: usize = 256 << 20;
-/// Default number of write transactions in flight at once (each run always uses the same one).
-/// One: on the reference server (ArcadeDB) parallel transactions conflict as deadlocks often
-/// enough to hurt failure visibility; more lanes help bulk throughput (see BENCHMARKS.md).
-pub const DEFAULT_WRITE_LANES: usize = 1;
+/// Default number of write lanes (each run always uses the same one). Two: large chunks (see
+/// [`DEFAULT_MIN_OVERLAP_BYTES`]) go to the database two at a time, which is what makes
+/// 400 KB outputs fast; small ones still go one at a time (see BENCHMARKS.md).
+pub const DEFAULT_WRITE_LANES: usize = 2;
+/// Default size from which chunks of different lanes are written at the same time: 1 MiB.
+/// Smaller writes go one at a time: on ArcadeDB, concurrent small transactions conflict as
+/// deadlocks often enough to stretch failure visibility, and they gain little from overlap.
+pub const DEFAULT_MIN_OVERLAP_BYTES: usize = 1 << 20;
 /// Default time one write may take before it counts as failed (and is retried).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default task results queued for one run actor before senders wait.
@@ -281,6 +285,7 @@ pub struct AggregatorConfig {
     pub(crate) max_batch_bytes: usize,
     pub(crate) max_pending_bytes: usize,
     pub(crate) write_lanes: usize,
+    pub(crate) min_overlap_bytes: usize,
     pub(crate) arbiters: usize,
     pub(crate) write_timeout: Duration,
     pub(crate) retry: RetryPolicy,
@@ -301,6 +306,7 @@ impl fmt::Debug for AggregatorConfig {
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("max_pending_bytes", &self.max_pending_bytes)
             .field("write_lanes", &self.write_lanes)
+            .field("min_overlap_bytes", &self.min_overlap_bytes)
             .field("arbiters", &self.arbiters)
             .field("write_timeout", &self.write_timeout)
             .field("retry", &self.retry)
@@ -329,6 +335,7 @@ impl AggregatorConfig {
                 max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
                 max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
                 write_lanes: DEFAULT_WRITE_LANES,
+                min_overlap_bytes: DEFAULT_MIN_OVERLAP_BYTES,
                 arbiters: default_arbiters(),
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
                 retry: RetryPolicy::default(),
@@ -382,9 +389,14 @@ impl AggregatorConfig {
         self.max_pending_bytes
     }
 
-    /// Write transactions in flight at once.
+    /// Write lanes: at most this many write transactions in flight at once.
     pub fn write_lanes(&self) -> usize {
         self.write_lanes
+    }
+
+    /// Size from which chunks of different lanes are written at the same time.
+    pub fn min_overlap_bytes(&self) -> usize {
+        self.min_overlap_bytes
     }
 
     /// Threads running run actors.
@@ -482,12 +494,22 @@ impl AggregatorConfigBuilder {
         self
     }
 
-    /// Write transactions in flight at once, each on its own connection. Every run always
-    /// writes through the same lane, so its writes stay in order; more lanes let the database
-    /// work on several batches at once (and make conflicts between them, which are retried).
-    /// Default: [`DEFAULT_WRITE_LANES`].
+    /// Write lanes: at most this many write transactions in flight at once, each on its own
+    /// connection. Every run always writes through the same lane, so its writes stay in order;
+    /// more lanes let the database work on several batches at once (and make conflicts between
+    /// them, which are retried). Lanes overlap only while their chunks are large: see
+    /// [`with_min_overlap_bytes`](Self::with_min_overlap_bytes). Default:
+    /// [`DEFAULT_WRITE_LANES`].
     pub fn with_write_lanes(mut self, lanes: usize) -> Self {
         self.config.write_lanes = lanes;
+        self
+    }
+
+    /// A lane starts a write while other lanes' writes are in flight only if every one of those
+    /// is a chunk of at least this many bytes; otherwise it waits its turn, so small writes go
+    /// one at a time. `0`: lanes always overlap. Default: [`DEFAULT_MIN_OVERLAP_BYTES`].
+    pub fn with_min_overlap_bytes(mut self, bytes: usize) -> Self {
+        self.config.min_overlap_bytes = bytes;
         self
     }
 

@@ -47,7 +47,7 @@ use crate::inbox::{Delivery, Inbox, Ring};
 use crate::rejected::RejectedWrite;
 use crate::retry::{decide, Decision, RetryPolicy};
 use batch::{split, Chunk, ChunkLimits};
-use lanes::{lane_of, Busy, Lane, Next, Schedule};
+use lanes::{lane_of, may_overlap, Busy, Lane, Next, Schedule};
 use messages::{Connect, Drained, Flush, ReconcileStale, Shutdown};
 
 /// The writer's settings (taken from `AggregatorConfig`).
@@ -56,6 +56,7 @@ pub(crate) struct WriterSettings {
     pub(crate) max_batch_rows: usize,
     pub(crate) max_batch_bytes: usize,
     pub(crate) write_lanes: usize,
+    pub(crate) min_overlap_bytes: usize,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) flush_interval: Duration,
     pub(crate) write_timeout: Duration,
@@ -103,6 +104,8 @@ pub(crate) struct DbWriterActor {
     /// The inbox's previous buffer, swapped back in empty so neither side reallocates.
     spare: Vec<Delivery>,
     lanes: Vec<Lane>,
+    /// The lane `pump` considers first: the one after the lane whose write finished last.
+    next_lane: usize,
     schema_ready: bool,
     waiters: Vec<FlushWaiter>,
     /// Rows given up at the shutdown deadline, over the writer's life.
@@ -136,6 +139,7 @@ impl DbWriterActor {
             inbox,
             spare: Vec::new(),
             lanes,
+            next_lane: 0,
             schema_ready: false,
             waiters: Vec::new(),
             rows_unwritten: 0,
@@ -223,9 +227,17 @@ impl DbWriterActor {
         matches!(*self.deadline.borrow(), Some(d) if Instant::now() >= d)
     }
 
-    /// Starts the next write of every idle lane.
+    /// Starts the next write of idle lanes, as long as what is in flight may be overlapped
+    /// (`lanes::may_overlap`), starting from the lane after the one whose write finished last:
+    /// when writes go one at a time, the lanes take turns, so none waits behind the others for
+    /// more than one write each.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        for i in 0..self.lanes.len() {
+        let (n, first) = (self.lanes.len(), self.next_lane);
+        for i in (0..n).map(|k| (first + k) % n) {
+            let in_flight = self.lanes.iter().filter_map(Lane::busy);
+            if !may_overlap(in_flight, self.settings.min_overlap_bytes) {
+                break;
+            }
             self.pump_lane(i, ctx);
         }
         self.finish_shutdown_if_done();
@@ -291,6 +303,7 @@ impl DbWriterActor {
             work.into_actor(self)
                 .map(move |(outcome, runs, latency), act, ctx| {
                     act.lanes[i].done();
+                    act.next_lane = (i + 1) % act.lanes.len();
                     act.metrics.record_flush_latency(latency);
                     match outcome {
                         Ok(()) => tracing::debug!(
@@ -336,6 +349,7 @@ impl DbWriterActor {
             work.into_actor(self)
                 .map(move |(outcome, latency), act, ctx| {
                     act.lanes[i].done();
+                    act.next_lane = (i + 1) % act.lanes.len();
                     act.chunk_done(i, seal, outcome, latency);
                     act.pump(ctx);
                 }),

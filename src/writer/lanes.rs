@@ -37,6 +37,19 @@ pub(crate) enum Busy {
     Urgent,
 }
 
+/// Whether another lane may start a write while these are in flight: yes when none is, or when
+/// every one is a chunk of at least `min_overlap_bytes` (large writes gain from overlapping;
+/// small ones would only conflict, so they go one at a time).
+pub(crate) fn may_overlap(
+    in_flight: impl IntoIterator<Item = Busy>,
+    min_overlap_bytes: usize,
+) -> bool {
+    in_flight.into_iter().all(|busy| match busy {
+        Busy::Chunk { bytes, .. } => bytes >= min_overlap_bytes,
+        Busy::Urgent => min_overlap_bytes == 0,
+    })
+}
+
 /// What the scheduler needs to know beyond the lane itself.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Schedule {
@@ -354,6 +367,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn only_large_chunks_overlap() {
+        let chunk = |bytes| Busy::Chunk {
+            seal: 1,
+            rows: 1,
+            bytes,
+        };
+        let min = 1 << 20;
+        assert!(may_overlap([], min), "nothing in flight");
+        assert!(may_overlap([chunk(min)], min));
+        assert!(may_overlap([chunk(min), chunk(8 << 20)], min));
+        assert!(
+            !may_overlap([chunk(min - 1)], min),
+            "a small chunk goes alone"
+        );
+        assert!(!may_overlap([chunk(8 << 20), chunk(10)], min));
+        assert!(!may_overlap([Busy::Urgent], min), "urgent copies are small");
+        assert!(
+            may_overlap([chunk(0), Busy::Urgent], 0),
+            "0: lanes always overlap"
+        );
     }
 
     #[test]

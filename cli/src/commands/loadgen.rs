@@ -75,9 +75,13 @@ pub(crate) struct LoadgenArgs {
     /// Run-actor threads (default: runtally's default).
     #[arg(long)]
     arbiters: Option<usize>,
-    /// Write transactions in flight at once.
+    /// Write lanes: at most this many write transactions in flight at once.
     #[arg(long, default_value_t = runtally::config::DEFAULT_WRITE_LANES)]
     write_lanes: usize,
+    /// Lanes overlap only while every write in flight is a chunk of at least this many bytes
+    /// (0: always).
+    #[arg(long, default_value_t = runtally::config::DEFAULT_MIN_OVERLAP_BYTES)]
+    min_overlap_bytes: usize,
     /// Pace the results to this many per second in total (0: as fast as runtally accepts them).
     /// A paced run shows latencies under steady load rather than behind a burst's backlog.
     #[arg(long, default_value_t = 0)]
@@ -129,6 +133,7 @@ async fn through_actors(
         .with_max_batch_bytes(args.max_batch_bytes)
         .with_max_pending_bytes(args.max_pending_bytes)
         .with_write_lanes(args.write_lanes)
+        .with_min_overlap_bytes(args.min_overlap_bytes)
         .with_flush_interval(Duration::from_millis(args.flush_interval_ms.max(1)));
     if let Some(n) = args.arbiters {
         builder = builder.with_arbiters(n);
@@ -223,6 +228,7 @@ async fn through_actors(
         "max_batch_bytes": args.max_batch_bytes,
         "max_pending_bytes": args.max_pending_bytes,
         "write_lanes": args.write_lanes,
+        "min_overlap_bytes": args.min_overlap_bytes,
         "rate": args.rate,
         "seconds": round3(seconds),
         "tasks_per_s": (tasks as f64 / seconds).round(),

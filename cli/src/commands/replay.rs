@@ -27,9 +27,13 @@ pub(crate) struct ReplayArgs {
     /// waits (backpressure).
     #[arg(long, default_value_t = runtally::config::DEFAULT_MAX_PENDING_BYTES)]
     max_pending_bytes: usize,
-    /// Write transactions in flight at once.
+    /// Write lanes: at most this many write transactions in flight at once.
     #[arg(long, default_value_t = runtally::config::DEFAULT_WRITE_LANES)]
     write_lanes: usize,
+    /// Lanes overlap only while every write in flight is a chunk of at least this many bytes
+    /// (0: always).
+    #[arg(long, default_value_t = runtally::config::DEFAULT_MIN_OVERLAP_BYTES)]
+    min_overlap_bytes: usize,
     /// Longest wait before a flush, in milliseconds.
     #[arg(long, default_value_t = runtally::config::DEFAULT_FLUSH_INTERVAL.as_millis() as u64)]
     flush_interval_ms: u64,
@@ -53,6 +57,7 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .with_neo4j(args.db.neo4j()?)
         .with_max_batch_rows(args.max_batch_rows)
         .with_write_lanes(args.write_lanes)
+        .with_min_overlap_bytes(args.min_overlap_bytes)
         .with_max_pending_rows(runtally::config::DEFAULT_MAX_PENDING_ROWS.max(args.max_batch_rows))
         .with_max_batch_bytes(args.max_batch_bytes)
         .with_max_pending_bytes(args.max_pending_bytes)
