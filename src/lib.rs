@@ -235,7 +235,7 @@ pub use aggregator::{Aggregator, RunHandle, RunStart, ShutdownReport};
 pub use config::{AggregatorConfig, AggregatorConfigBuilder, Neo4jConfig, Neo4jConfigBuilder};
 pub use error::{
     BeginError, ConfigError, FlushError, ModelError, ReconcileError, RecordError, StartError,
-    StoreError,
+    StoreError, StoreErrorKind,
 };
 pub use execution::{RunSnapshot, Totals};
 pub use metrics::{FlushReason, MetricsSnapshot};

@@ -92,7 +92,7 @@ mod tests {
     use super::*;
 
     fn transient() -> StoreError {
-        StoreError::Timeout(Duration::from_secs(1))
+        StoreError::timeout(Duration::from_secs(1))
     }
 
     #[test]
@@ -116,10 +116,7 @@ mod tests {
     #[test]
     fn permanent_errors_are_not_retried() {
         let p = RetryPolicy::default();
-        let orphan = StoreError::Orphaned {
-            expected: 1,
-            missing: 1,
-        };
+        let orphan = StoreError::orphaned(1, 1);
         assert_eq!(
             decide(&p, &orphan, 0, 0.5, Instant::now(), None),
             Decision::GiveUp

@@ -53,8 +53,8 @@ pub trait GraphStore: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Connection`] if the server cannot be reached, [`StoreError::Auth`] if it
-    /// rejects the credentials.
+    /// A [`Connection`](crate::StoreErrorKind::Connection) error if the server cannot be
+    /// reached, an [`Auth`](crate::StoreErrorKind::Auth) error if it rejects the credentials.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Marks runs left `running` by a dead aggregator as `failed`, with `error = 'interrupted'`

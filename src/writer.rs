@@ -524,7 +524,7 @@ impl DbWriterActor {
             };
             match tokio::time::timeout(timeout, attempt).await {
                 Ok(result) => result,
-                Err(_) => Err(StoreError::Timeout(timeout)),
+                Err(_) => Err(StoreError::timeout(timeout)),
             }
         };
         ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
@@ -647,7 +647,7 @@ impl Handler<Connect> for DbWriterActor {
     fn handle(&mut self, _: Connect, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.connect(ctx, Some(tx));
-        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Timeout(Duration::ZERO))) })
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::timeout(Duration::ZERO))) })
     }
 }
 
@@ -687,7 +687,7 @@ impl Handler<ReconcileStale> for DbWriterActor {
             let work = store.reconcile_stale(msg.cutoff, msg.except_owner.as_deref(), msg.now);
             match tokio::time::timeout(timeout, work).await {
                 Ok(result) => result,
-                Err(_) => Err(StoreError::Timeout(timeout)),
+                Err(_) => Err(StoreError::timeout(timeout)),
             }
         })
     }
@@ -815,7 +815,7 @@ async fn write_with_retry(
         let result = tokio::select! {
             result = write => match result {
                 Ok(result) => result,
-                Err(_) => Err(StoreError::Timeout(budget)),
+                Err(_) => Err(StoreError::timeout(budget)),
             },
             () = deadline_reached(deadline) => return Err(Failure::OutOfTime),
         };

@@ -18,7 +18,7 @@ async fn gated_aggregator() -> (Aggregator, MemoryStore, Arc<AtomicBool>) {
     let open = Arc::new(AtomicBool::new(false));
     let gate = Arc::clone(&open);
     store.fail_with(move |_| {
-        (!gate.load(Ordering::SeqCst)).then(|| StoreError::Timeout(Duration::from_millis(1)))
+        (!gate.load(Ordering::SeqCst)).then(|| StoreError::timeout(Duration::from_millis(1)))
     });
     let config = AggregatorConfig::builder()
         .with_max_batch_rows(2)

@@ -47,10 +47,7 @@ async fn a_flush_is_not_blamed_for_another_flushs_refused_row() {
             .tasks
             .iter()
             .any(|t| t.task_id.as_str() == "poison")
-            .then_some(StoreError::Orphaned {
-                expected: batch.tasks.len(),
-                missing: 1,
-            })
+            .then_some(StoreError::orphaned(batch.tasks.len(), 1))
     });
     let config = AggregatorConfig::builder()
         .with_write_lanes(LANES)

@@ -114,6 +114,9 @@ async fn a_row_larger_than_the_server_accepts_is_rejected_and_its_neighbours_are
         "a clear reason: {}",
         runtally::error::chain(&rejected[0].error)
     );
+    assert_eq!(rejected[0].error.kind(), runtally::StoreErrorKind::TooLarge);
+    assert!(!rejected[0].error.is_retriable());
+    assert!(rejected[0].error.statement().is_some());
     let tasks = db
         .store()
         .task_executions(&exec_id(&exec))

@@ -75,6 +75,13 @@ async fn a_refused_row_is_isolated_reported_and_everything_else_written() {
             "the run itself is written"
         );
         assert_eq!(refused[0].tasks[0].id, format!("{prefix}-1-t7"));
+        assert_eq!(
+            refused[0].error.kind(),
+            runtally::StoreErrorKind::Query,
+            "{:?}",
+            refused[0].error
+        );
+        assert!(refused[0].error.statement().is_some());
         assert!(!refused[0].error.is_retriable());
         assert_eq!(
             refused[0].error.code(),

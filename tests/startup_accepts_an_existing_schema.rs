@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::private_db::PrivateDb;
 use common::*;
-use runtally::{AggregatorConfig, RunStart, StartError, StoreError};
+use runtally::{AggregatorConfig, RunStart, StartError, StoreErrorKind};
 
 async fn run(graph: &neo4rs::Graph, statement: &str) {
     graph
@@ -75,7 +75,8 @@ async fn startup_takes_the_schema_it_finds_and_names_the_fix_when_it_cannot_make
     )
     .await;
     match start(&db).await {
-        Err(StartError::Store(StoreError::Schema { fix, .. })) => {
+        Err(StartError::Store(e)) if e.kind() == StoreErrorKind::Schema => {
+            let fix = e.fix().expect("a schema error names the fix");
             assert!(fix.contains("same id"), "names the duplicates: {fix}");
         }
         Err(other) => panic!("a schema error naming the fix, got {other:?}"),

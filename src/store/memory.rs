@@ -117,10 +117,7 @@ impl MemoryStore {
             })
             .count();
         if missing > 0 {
-            return Err(StoreError::Orphaned {
-                expected: batch.tasks.len(),
-                missing,
-            });
+            return Err(StoreError::orphaned(batch.tasks.len(), missing));
         }
         for row in &batch.executions {
             let stored = graph.executions.get(row.id.as_str());
@@ -328,7 +325,8 @@ mod tests {
         let store = MemoryStore::new();
         let batch = WriteBatch::new(vec![], vec![task_row("nope", "t", false)]);
         let err = store.write(&batch).await.expect_err("orphan");
-        assert!(matches!(err, StoreError::Orphaned { missing: 1, .. }));
+        assert_eq!(err.kind(), crate::StoreErrorKind::Orphaned);
+        assert_eq!(err.to_string(), "1 of 1 task rows found no execution node");
         assert_eq!(store.task_count(), 0);
     }
 
@@ -347,7 +345,7 @@ mod tests {
     #[tokio::test]
     async fn injected_faults_fail_writes_until_healed() {
         let store = MemoryStore::new();
-        store.fail_with(|_| Some(StoreError::Timeout(std::time::Duration::from_millis(1))));
+        store.fail_with(|_| Some(StoreError::timeout(std::time::Duration::from_millis(1))));
         let batch = WriteBatch::new(vec![exec_row("e")], vec![]);
         assert!(store.write(&batch).await.is_err());
         assert!(store.execution("e").is_none());

@@ -245,7 +245,8 @@ impl Neo4jStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Config`] if the driver rejects the URI or settings.
+    /// A [`Config`](crate::StoreErrorKind::Config) error if the driver rejects the URI or
+    /// settings.
     pub fn new(config: &Neo4jConfig) -> Result<Self, StoreError> {
         let mut builder = neo4rs::ConfigBuilder::default()
             .uri(config.uri())
@@ -257,8 +258,8 @@ impl Neo4jStore {
         if let Some(db) = config.database() {
             builder = builder.db(db);
         }
-        let driver_config = builder.build().map_err(StoreError::Config)?;
-        let graph = Graph::connect(driver_config).map_err(StoreError::Config)?;
+        let driver_config = builder.build().map_err(StoreError::driver_config)?;
+        let graph = Graph::connect(driver_config).map_err(StoreError::driver_config)?;
         Ok(Self {
             graph,
             nodelay: Arc::new(NoDelay::new(config.uri(), config.tcp_nodelay())),
@@ -401,7 +402,7 @@ impl Neo4jStore {
     /// on `type` and `executionId` (speed only). What is already there (under any name) is
     /// kept. A missing index that cannot be created is a warning; a missing constraint that
     /// cannot be created is a warning if a plain index on `:Node(id)` stands in for it, else
-    /// [`StoreError::Schema`] naming the fix.
+    /// a [`Schema`](crate::StoreErrorKind::Schema) error naming the fix.
     async fn ensure_schema_inner(&self) -> Result<(), StoreError> {
         let state = self.schema_state().await?;
         let has = |f: fn(&SchemaState) -> bool| state.as_ref().is_some_and(f);
@@ -420,7 +421,7 @@ impl Neo4jStore {
                          nodes). To fix: DROP INDEX `{index}`, then restart runtally or run \
                          CREATE CONSTRAINT node_id_unique FOR (n:Node) REQUIRE n.id IS UNIQUE",
                     ),
-                    None => return Err(StoreError::schema(e)),
+                    None => return Err(StoreError::constraint_missing(e)),
                 }
             }
         }
@@ -574,10 +575,10 @@ async fn write_rows(txn: &mut Txn, batch: &WriteBatch, phase: Phase) -> Result<(
         let written = usize::try_from(written.first().copied().unwrap_or(0)).unwrap_or(0);
         let expected = distinct_task_ids(&batch.tasks);
         if written != expected {
-            return Err(StoreError::Orphaned {
+            return Err(StoreError::orphaned(
                 expected,
-                missing: expected.saturating_sub(written),
-            });
+                expected.saturating_sub(written),
+            ));
         }
     }
     if phase == Phase::Tasks {
@@ -650,11 +651,9 @@ async fn collect_values(
         .await
         .map_err(|e| StoreError::from_driver(statement, e))?
     {
-        let value: BoltType = row.get(column).map_err(|e| StoreError::Decode {
-            node: String::new(),
-            property: "result column",
-            problem: e.to_string(),
-        })?;
+        let value: BoltType = row
+            .get(column)
+            .map_err(|e| StoreError::decode(String::new(), "result column", e.to_string()))?;
         values.push(value);
     }
     Ok(values)
@@ -856,19 +855,15 @@ struct SchemaState {
 }
 
 fn decode_error(node: &str, property: &'static str, want: &str, got: &BoltType) -> StoreError {
-    StoreError::Decode {
-        node: node.to_owned(),
+    StoreError::decode(
+        node,
         property,
-        problem: format!("expected {want}, found {}", bolt_type_name(got)),
-    }
+        format!("expected {want}, found {}", bolt_type_name(got)),
+    )
 }
 
 fn missing_error(node: &str, property: &'static str) -> StoreError {
-    StoreError::Decode {
-        node: node.to_owned(),
-        property,
-        problem: "missing".to_owned(),
-    }
+    StoreError::decode(node, property, "missing")
 }
 
 fn bolt_type_name(v: &BoltType) -> &'static str {
@@ -900,11 +895,7 @@ fn execution_record(node: BoltNode) -> Result<ExecutionRecord, StoreError> {
     let status = p.string("status")?;
     let status = status
         .parse::<RunStatus>()
-        .map_err(|e| StoreError::Decode {
-            node: p.id.clone(),
-            property: "status",
-            problem: e.to_string(),
-        })?;
+        .map_err(|e| StoreError::decode(p.id.clone(), "status", e.to_string()))?;
     Ok(ExecutionRecord {
         id: p.string("id")?,
         plan_id: p.opt_string("planId")?,
@@ -931,11 +922,11 @@ fn task_record(node: BoltNode) -> Result<TaskExecutionRecord, StoreError> {
         "success" => TaskStatus::Success,
         "failure" => TaskStatus::Failure,
         other => {
-            return Err(StoreError::Decode {
-                node: p.id.clone(),
-                property: "status",
-                problem: format!("unknown task status {other:?}"),
-            })
+            return Err(StoreError::decode(
+                p.id.clone(),
+                "status",
+                format!("unknown task status {other:?}"),
+            ))
         }
     };
     Ok(TaskExecutionRecord {

@@ -96,12 +96,9 @@ impl GraphStore for ScriptedStore {
         Box::pin(async move {
             match next {
                 None => Ok(()),
-                Some(Ping::Unreachable) => Err(StoreError::Timeout(Duration::from_millis(1))),
+                Some(Ping::Unreachable) => Err(StoreError::timeout(Duration::from_millis(1))),
                 // Not retriable by itself.
-                Some(Ping::Refused) => Err(StoreError::Orphaned {
-                    expected: 1,
-                    missing: 1,
-                }),
+                Some(Ping::Refused) => Err(StoreError::orphaned(1, 1)),
             }
         })
     }
