@@ -15,8 +15,12 @@
 //! transaction after the one in flight (unless urgent copies have kept a due queue waiting for a
 //! whole `flush_interval`: then the queue goes once, so a stream of urgent states cannot starve
 //! it). A final state never goes ahead of its run's task rows: it seals the open rows at once and
-//! is written in the transaction with the run's last task rows. One lane is the default: on ArcadeDB, concurrent transactions conflict on
-//! shared pages and nodes, and the retries stretch latency tails (see BENCHMARKS.md).
+//! is written in the transaction with the run's last task rows.
+//!
+//! Lanes overlap only while every write in flight is a chunk of at least `min_overlap_bytes`
+//! ([`lanes::may_overlap`]); smaller writes take turns, one at a time. Large outputs gain from
+//! the overlap (the database parses one batch while the next is sent); small ones would only
+//! conflict on ArcadeDB, whose retries stretch latency tails (see BENCHMARKS.md).
 //!
 //! A chunk that fails with a retriable error is sent again, with backoff, until it succeeds or a
 //! shutdown deadline passes. One that fails permanently is split in halves until the rows the

@@ -51,6 +51,8 @@ async fn a_flush_is_not_blamed_for_another_flushs_refused_row() {
     });
     let config = AggregatorConfig::builder()
         .with_write_lanes(LANES)
+        // Small writes of different lanes in flight together (by default they take turns).
+        .with_min_overlap_bytes(0)
         .with_flush_interval(Duration::from_secs(3600))
         .build()
         .expect("config");
