@@ -133,8 +133,21 @@ async fn results_racing_finish_are_either_counted_or_refused_to_their_sender() {
         counted += last.totals.tasks_successful;
     }
     agg.flush().await.expect("flush");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A result refused behind its sender's back is counted when its run actor takes it, or
+    // stops with it still queued: possibly after the finish answered. Until then it is neither
+    // counted by its run nor refused, so waiting until every result sent is one or the other
+    // makes sure every late refusal is in `rejected_messages` before they are compared (and
+    // a result lost silently fails here).
+    let accounted = eventually(Duration::from_secs(10), || async {
+        counted + agg.metrics().rejected_messages as i64 >= sent
+    })
+    .await;
     let rejected = agg.metrics().rejected_messages;
+    assert!(
+        accounted.is_some(),
+        "every result is counted by its run or refused: {counted} counted, {rejected} refused, \
+         {sent} sent"
+    );
     // Nothing is refused behind the caller's back: the run closes its queue as it finishes,
     // so each result was either counted or refused to its sender.
     assert_eq!(

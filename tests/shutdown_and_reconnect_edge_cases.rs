@@ -12,15 +12,19 @@ mod common;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::scripted_store::{Ping, ScriptedStore};
 use common::*;
 use runtally::{Aggregator, AggregatorConfig, FlushError, RetryPolicy, RunStart};
 
 fn config(write_timeout: Duration) -> AggregatorConfig {
+    config_flushing_every(write_timeout, Duration::from_millis(10))
+}
+
+fn config_flushing_every(write_timeout: Duration, flush_interval: Duration) -> AggregatorConfig {
     AggregatorConfig::builder()
-        .with_flush_interval(Duration::from_millis(10))
+        .with_flush_interval(flush_interval)
         .with_write_timeout(write_timeout)
         .with_retry(RetryPolicy::new(
             Duration::from_millis(10),
@@ -29,6 +33,9 @@ fn config(write_timeout: Duration) -> AggregatorConfig {
         .build()
         .expect("config")
 }
+
+/// How long a test waits for a write to reach the store before it fails.
+const WRITE_BEGINS_WITHIN: Duration = Duration::from_secs(10);
 
 async fn one_result(agg: &Aggregator, name: &str) {
     let run = agg
@@ -43,16 +50,20 @@ async fn a_write_hanging_in_flight_is_abandoned_at_the_deadline() {
     let store = ScriptedStore::default();
     store.hang.store(true, Ordering::SeqCst);
     // A write budget far beyond the test's patience: only the shutdown deadline can end it.
-    let agg = Aggregator::start_with_store(config(Duration::from_secs(300)), Arc::new(store))
-        .await
-        .expect("start");
+    let agg =
+        Aggregator::start_with_store(config(Duration::from_secs(300)), Arc::new(store.clone()))
+            .await
+            .expect("start");
     one_result(&agg, "hang").await;
-    // Let the flush timer start the (hanging) write before the deadline is set.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let started = Instant::now();
-    let report = agg.shutdown(Duration::from_millis(500)).await;
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
+    // The flush timer has started the (hanging) write: it is in flight before the deadline is
+    // set, so only the deadline, not a budget fixed when it began, can end it.
+    store.wait_for_writes(1, WRITE_BEGINS_WITHIN).await;
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        agg.shutdown(Duration::from_millis(500)),
+    )
+    .await
+    .expect("shutdown ends at its deadline, not at the 300 s write timeout");
     assert!(!report.complete);
     assert_eq!(report.unwritten_rows(), 2, "the run row and the task row");
 }
@@ -61,20 +72,31 @@ async fn a_write_hanging_in_flight_is_abandoned_at_the_deadline() {
 async fn a_flush_cut_short_by_shutdown_is_an_error() {
     let store = ScriptedStore::default();
     store.hang.store(true, Ordering::SeqCst);
-    let agg = Aggregator::start_with_store(config(Duration::from_secs(300)), Arc::new(store))
-        .await
-        .expect("start");
+    // No flush timer within the test's life: only the flush below starts a write.
+    let agg = Aggregator::start_with_store(
+        config_flushing_every(Duration::from_secs(300), Duration::from_secs(3600)),
+        Arc::new(store.clone()),
+    )
+    .await
+    .expect("start");
     one_result(&agg, "cut").await;
     let flushing = tokio::spawn({
         let agg = agg.clone();
         async move { agg.flush().await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The flush's own write has reached the store (and hangs): the flush is waiting on it
+    // when shutdown begins.
+    store.wait_for_writes(1, WRITE_BEGINS_WITHIN).await;
     assert!(
         !flushing.is_finished(),
         "the write hangs, so the flush waits"
     );
-    let report = agg.shutdown(Duration::from_millis(300)).await;
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        agg.shutdown(Duration::from_millis(300)),
+    )
+    .await
+    .expect("shutdown ends at its deadline");
     assert!(!report.complete);
     let flushed = flushing.await.expect("flush task");
     assert!(

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use runtally::model::{TaskDefinition, TaskResult};
-use runtally::rows::WriteBatch;
+use runtally::model::{RunStatus, TaskDefinition, TaskResult};
+use runtally::rows::{TaskRow, WriteBatch};
 use runtally::store::GraphStore;
 
 #[tokio::test]
@@ -20,7 +20,7 @@ async fn the_same_batch_written_twice_leaves_the_graph_as_once() {
     row.tokens_output = 12;
     row.tokens_total = 42;
     row.tool_calls = 6;
-    row.status = runtally::model::RunStatus::Failed;
+    row.status = RunStatus::Failed;
     let tasks = ["a", "b", "c"]
         .iter()
         .map(|t| {
@@ -62,11 +62,78 @@ async fn the_same_batch_written_twice_leaves_the_graph_as_once() {
 }
 
 #[tokio::test]
-async fn a_re_sent_start_does_not_reset_progress_to_a_second_node() {
+async fn a_re_sent_start_leaves_the_progress_written_after_it_as_it_was() {
     let store = store().await;
     let graph = raw_graph();
     let exec = unique("restart");
-    write(&store, vec![started(&exec, "p", 2)], vec![]).await;
-    write(&store, vec![started(&exec, "p", 2)], vec![]).await;
+    // The run's first state, as its actor builds it: `running`, zero counters. Its actor
+    // numbers every later state above it (`runtallyVersion`).
+    let mut start = started(&exec, "p", 3);
+    start.version = 1;
+    write(&store, vec![start.clone()], vec![]).await;
+
+    // Progress: two tasks done (one failed) and the state that counts them.
+    let tasks: Vec<_> = [("a", false), ("b", true)]
+        .into_iter()
+        .map(|(t, failed)| {
+            let (def, result) = result(t, failed, 10, 4, 2);
+            task_row(&exec, "p", &def, result, t0())
+        })
+        .collect();
+    let sum = |f: fn(&TaskRow) -> i64| tasks.iter().map(f).sum::<i64>();
+    let mut progress = start.clone();
+    progress.version = start.version + 1;
+    progress.status = RunStatus::Failed;
+    progress.tasks_failed = tasks.iter().filter(|t| t.failed()).count() as i64;
+    progress.tasks_successful = tasks.len() as i64 - progress.tasks_failed;
+    progress.tokens_input = sum(|t| t.tokens_input);
+    progress.tokens_output = sum(|t| t.tokens_output);
+    progress.tokens_total = sum(|t| t.tokens_total);
+    progress.tool_calls = sum(|t| t.tool_calls);
+    progress.link_plan = false;
+    progress.updated = t0() + chrono::Duration::seconds(5);
+    write(&store, vec![progress.clone()], tasks).await;
+    let exec_before = props(&graph, &exec).await;
+    let tasks_before = task_nodes(&store, &exec).await;
+    let edges_before = edges(&graph, &exec).await;
+    assert_eq!(
+        exec_before["tasksFailed"],
+        int(progress.tasks_failed),
+        "the progress is stored"
+    );
+    assert_eq!(tasks_before.len(), 2, "the progress is stored");
+
+    // The start again, exactly as first sent (a retry after a lost commit acknowledgement).
+    write(&store, vec![start], vec![]).await;
+
     assert_eq!(count_nodes(&graph, &exec).await, 1);
+    let rec = store
+        .execution(&exec_id(&exec))
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(rec.status, progress.status);
+    assert_eq!(rec.tasks_successful, progress.tasks_successful);
+    assert_eq!(rec.tasks_failed, progress.tasks_failed);
+    assert_eq!(rec.tokens_input, progress.tokens_input);
+    assert_eq!(rec.tokens_output, progress.tokens_output);
+    assert_eq!(rec.tokens_total, progress.tokens_total);
+    assert_eq!(rec.tool_calls, progress.tool_calls);
+    assert_eq!(
+        props(&graph, &exec).await,
+        exec_before,
+        "the execution node is as the progress left it"
+    );
+    assert_eq!(task_nodes(&store, &exec).await, tasks_before);
+    assert_eq!(edges(&graph, &exec).await, edges_before);
+}
+
+/// The run's task nodes as read back, by id.
+async fn task_nodes(
+    store: &runtally::store::Neo4jStore,
+    exec: &str,
+) -> Vec<runtally::store::TaskExecutionRecord> {
+    let mut tasks = store.task_executions(&exec_id(exec)).await.expect("tasks");
+    tasks.sort_by(|a, b| a.id.cmp(&b.id));
+    tasks
 }

@@ -1,6 +1,9 @@
 //! A store for actor-logic tests that misbehaves on cue: writes that take a while or hang (all
 //! of them, or one run's until released), and pings that fail in a scripted order. Everything else goes to a [`MemoryStore`] (no database:
 //! these tests are about what the writer does, not about persistence).
+//!
+//! It also says when a write has reached it ([`ScriptedStore::wait_for_writes`]), so a test can
+//! wait for a write to be in flight instead of sleeping and hoping it has started.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +13,7 @@ use chrono::{DateTime, Utc};
 use runtally::rows::WriteBatch;
 use runtally::store::{BoxFuture, GraphStore, MemoryStore};
 use runtally::StoreError;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 /// How one scripted ping ends.
 #[derive(Debug, Clone, Copy)]
@@ -42,9 +45,26 @@ pub struct ScriptedStore {
     pub released: Arc<AtomicBool>,
     /// Wakes held writes.
     pub release: Arc<Notify>,
+    /// Writes carrying rows that have reached the store so far, counted as each one begins
+    /// (before it hangs, is held, or lands).
+    pub writes_begun: Arc<watch::Sender<usize>>,
 }
 
 impl ScriptedStore {
+    /// Waits until at least `writes` writes carrying rows have reached the store (they may be
+    /// hanging or held now). Fails the test if that takes longer than `within`.
+    pub async fn wait_for_writes(&self, writes: usize, within: Duration) {
+        let mut begun = self.writes_begun.subscribe();
+        let reached = tokio::time::timeout(within, begun.wait_for(|n| *n >= writes))
+            .await
+            .map(|seen| seen.map(|_| ()));
+        let seen = *self.writes_begun.borrow();
+        assert!(
+            matches!(reached, Ok(Ok(()))),
+            "expected {writes} write(s) to reach the store within {within:?}; {seen} did"
+        );
+    }
+
     /// Lets the held run's writes go on.
     pub fn release(&self) {
         self.released.store(true, Ordering::SeqCst);
@@ -72,6 +92,10 @@ impl ScriptedStore {
 impl GraphStore for ScriptedStore {
     fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
+            // A heartbeat alone is not a write of rows.
+            if !batch.executions.is_empty() || !batch.tasks.is_empty() {
+                self.writes_begun.send_modify(|n| *n += 1);
+            }
             if self.hang.load(Ordering::SeqCst) {
                 std::future::pending::<()>().await;
             }
