@@ -82,6 +82,13 @@ pub struct ShutdownReport {
 }
 
 impl ShutdownReport {
+    /// Whether a shutdown is complete: the writer answered, nothing is left unwritten, and no
+    /// row was dropped over the aggregator's life (a row handed to the writer after it closed
+    /// is counted in `rows_dropped` and nowhere else).
+    fn is_complete(answered: bool, unwritten: &[WriteBatch], metrics: &MetricsSnapshot) -> bool {
+        answered && unwritten.is_empty() && metrics.rows_dropped == 0
+    }
+
     /// Rows in [`ShutdownReport::unwritten`].
     pub fn unwritten_rows(&self) -> usize {
         self.unwritten.iter().map(WriteBatch::len).sum()
@@ -756,7 +763,7 @@ impl Aggregator {
         inner.runtime.stop();
         let metrics = self.metrics();
         ShutdownReport {
-            complete: answered && drained.unwritten.is_empty() && metrics.rows_dropped == 0,
+            complete: ShutdownReport::is_complete(answered, &drained.unwritten, &metrics),
             metrics,
             unwritten: drained.unwritten,
             unfinished_runs,
@@ -906,4 +913,25 @@ fn default_instance_id() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".to_owned());
     format!("{host}/{}/{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shutdown_that_dropped_a_row_is_not_complete() {
+        let mut metrics = Metrics::default().snapshot(0);
+        assert!(ShutdownReport::is_complete(true, &[], &metrics));
+        metrics.rows_dropped = 1;
+        assert!(
+            !ShutdownReport::is_complete(true, &[], &metrics),
+            "a row dropped with nothing left unwritten"
+        );
+        assert!(!ShutdownReport::is_complete(
+            false,
+            &[],
+            &Metrics::default().snapshot(0)
+        ));
+    }
 }
