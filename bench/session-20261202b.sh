@@ -20,7 +20,7 @@ OLD_TREE=${OLD_TREE:-/tmp/wt-old}
 SEED_DIR=/tmp/runtally-seed-baseline
 GEN=/work/shared/baseline/gen_events.py
 SAMPLES=${SAMPLES:-3}
-SESSION=20261202b
+SESSION=${SESSION:-20261202b}
 PARTS=${*:-H A L N}
 cd /work/main
 OUT=/work/main/bench/results-$SESSION.jsonl
