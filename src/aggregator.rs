@@ -598,14 +598,15 @@ impl Aggregator {
             }),
         };
         match writer.send(Connect).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if e.is_retriable() => {
+            Ok(Some(Ok(()))) => {}
+            Ok(Some(Err(e))) if e.is_retriable() => {
                 tracing::warn!(error = %e, "database unreachable at start; will keep trying");
             }
-            Ok(Err(e)) => return Err(StartError::Store(e)),
-            Err(_) => {
+            Ok(Some(Err(e))) => return Err(StartError::Store(e)),
+            // The writer is gone: not a database problem to retry.
+            Ok(None) | Err(_) => {
                 return Err(StartError::Runtime(std::io::Error::other(
-                    "runtally's writer did not start",
+                    "runtally's writer stopped before it connected",
                 )))
             }
         }

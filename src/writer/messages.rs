@@ -22,8 +22,10 @@ pub(crate) struct Flush;
 ///
 /// Reply: the first attempt's outcome. A retriable failure (server unreachable) leaves the
 /// writer retrying in the background; a permanent one (credentials, URI) is final.
+/// `None`: the writer stopped before the first attempt ended (runtally is going away, the
+/// database's state is unknown).
 #[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
+#[rtype(result = "Option<Result<(), StoreError>>")]
 pub(crate) struct Connect;
 
 /// Sent once by `Aggregator::shutdown` after every run actor has drained; closes the inbox.
