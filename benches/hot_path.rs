@@ -46,7 +46,9 @@ fn task_finished_many_runs(c: &mut Criterion) {
     group.throughput(Throughput::Elements((RUNS * TASKS_PER_RUN) as u64));
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(15));
-    for arbiters in [1, 2] {
+    // One write lane and more (whose small chunks go out as one transaction, so that more
+    // lanes cost the hot path as little as they can).
+    for (arbiters, lanes) in [(1, 1), (1, 2), (1, 4), (2, 1), (2, 2)] {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -55,6 +57,7 @@ fn task_finished_many_runs(c: &mut Criterion) {
         let aggregator = runtime.block_on(async {
             let config = AggregatorConfig::builder()
                 .with_arbiters(arbiters)
+                .with_write_lanes(lanes)
                 .with_max_pending_rows(1_000_000)
                 .build()
                 .expect("config");
@@ -64,7 +67,10 @@ fn task_finished_many_runs(c: &mut Criterion) {
         });
         let mut round = 0u64;
         group.bench_with_input(
-            BenchmarkId::new("null_store_256_runs", format!("{arbiters}_arbiters")),
+            BenchmarkId::new(
+                "null_store_256_runs",
+                format!("{arbiters}_arbiters_{lanes}_lanes"),
+            ),
             &arbiters,
             |b, _| {
                 b.iter_custom(|iterations| {

@@ -186,7 +186,7 @@
 //! | `with_max_pending_rows` | 100,000 | bound on task rows waiting for the database |
 //! | `with_max_batch_bytes` | 8 MiB | bytes of rows per write transaction (a larger row goes alone) |
 //! | `with_max_pending_bytes` | 256 MiB | bound on bytes of task rows waiting for the database |
-//! | `with_write_lanes` | 1 | write lanes, at most one transaction in flight each (each run keeps to one lane) |
+//! | `with_write_lanes` | 4 | write lanes, at most one transaction in flight each (each run keeps to one lane); small chunks of all lanes go out as one transaction |
 //! | `with_min_overlap_bytes` | 1 MiB | lanes write at the same time only while every write in flight is a chunk this large; smaller writes take turns |
 //! | `with_write_timeout` | 30 s | one write's time limit before it is retried |
 //! | `with_retry` | 50 ms doubling to 2 s, jitter | backoff between retries |

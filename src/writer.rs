@@ -20,7 +20,10 @@
 //! Lanes overlap only while every write in flight is a chunk of at least `min_overlap_bytes`
 //! ([`lanes::may_overlap`]); smaller writes take turns, one at a time. Large outputs gain from
 //! the overlap (the database parses one batch while the next is sent); small ones would only
-//! conflict on ArcadeDB, whose retries stretch latency tails (see BENCHMARKS.md).
+//! conflict on ArcadeDB, whose retries stretch latency tails (see BENCHMARKS.md). A small chunk
+//! takes the other idle lanes' chunks with it, sealed whether due or not, as far as they fit in
+//! the batch bounds ([`lanes::Lane::join`]): small rows cost one transaction per flush however
+//! many lanes there are, as with one lane.
 //!
 //! A chunk that fails with a retriable error is sent again, with backoff, until it succeeds or a
 //! shutdown deadline passes. One that fails permanently is split in halves until the rows the
@@ -87,6 +90,16 @@ struct ChunkOutcome {
     written: Vec<WriteBatch>,
     rejected: Vec<RejectedWrite>,
     unwritten: Vec<WriteBatch>,
+}
+
+/// One lane's chunk in a write: its lane and seal, and how many execution and task rows of
+/// the write's batch are its (they follow the previous part's).
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    lane: usize,
+    seal: u64,
+    executions: usize,
+    tasks: usize,
 }
 
 struct FlushWaiter {
@@ -240,49 +253,94 @@ impl DbWriterActor {
     /// Starts the next write of idle lanes, as long as what is in flight may be overlapped
     /// (`lanes::may_overlap`), starting from the lane after the one whose write finished last:
     /// when writes go one at a time, the lanes take turns, so none waits behind the others for
-    /// more than one write each.
+    /// more than one write each. A chunk too small to overlap takes the other idle lanes' due
+    /// chunks with it, as far as they fit in the batch bounds, into one transaction: small rows
+    /// cost one write per flush however many lanes there are, as with one lane.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let (n, first) = (self.lanes.len(), self.next_lane);
+        let mut group: Vec<(usize, Chunk)> = Vec::new();
         for i in (0..n).map(|k| (first + k) % n) {
-            let in_flight = self.lanes.iter().filter_map(Lane::busy);
-            if !may_overlap(in_flight, self.settings.min_overlap_bytes) {
-                break;
+            if group.is_empty() {
+                let in_flight = self.lanes.iter().filter_map(Lane::busy);
+                if !may_overlap(in_flight, self.settings.min_overlap_bytes) {
+                    break;
+                }
+                if let Some(small) = self.pump_lane(i, ctx) {
+                    group.push((i, small));
+                }
+            } else {
+                self.join_lane(i, &mut group);
             }
-            self.pump_lane(i, ctx);
+        }
+        if !group.is_empty() {
+            self.write(group, ctx);
         }
         self.finish_shutdown_if_done();
         self.update_pending_gauge();
     }
 
     /// Starts the lane's next write if it is idle: urgent copies first, then its queue, sealing
-    /// open rows when a flush is due.
-    fn pump_lane(&mut self, i: usize, ctx: &mut Context<Self>) {
+    /// open rows when a flush is due. A chunk below `min_overlap_bytes` is returned instead (with
+    /// more than one lane), for other lanes to join.
+    fn pump_lane(&mut self, i: usize, ctx: &mut Context<Self>) -> Option<Chunk> {
         if self.lanes[i].busy().is_some() {
-            return;
+            return None;
         }
         if self.shutdown.is_some() && self.deadline_passed() {
             let rows = self.lanes[i].pending.drain_all();
             self.give_up(rows);
-            return;
+            return None;
         }
         // Writes wait for the first successful connection.
         if !self.schema_ready {
-            return;
+            return None;
         }
-        let schedule = Schedule {
-            limits: self.settings.limits(),
-            flush_interval: self.settings.flush_interval,
-            shutting_down: self.shutdown.is_some(),
-        };
+        let schedule = self.schedule();
         match self.lanes[i].next(Instant::now(), &schedule) {
-            Next::Idle => {}
-            Next::Urgent(batch) => self.write_urgent(i, batch, ctx),
+            Next::Idle => None,
+            Next::Urgent(batch) => {
+                self.write_urgent(i, batch, ctx);
+                None
+            }
             Next::Chunk { chunk, sealed } => {
                 if let Some(reason) = sealed {
                     self.metrics.flushed(reason);
                 }
-                self.write(i, chunk, ctx);
+                if self.lanes.len() > 1 && chunk.bytes < self.settings.min_overlap_bytes {
+                    return Some(chunk);
+                }
+                self.write(vec![(i, chunk)], ctx);
+                None
             }
+        }
+    }
+
+    /// Adds lane `i`'s due chunk to `group` if it fits in what the group leaves of the batch
+    /// bounds (`Lane::join`).
+    fn join_lane(&mut self, i: usize, group: &mut Vec<(usize, Chunk)>) {
+        let limits = self.settings.limits();
+        let (rows, bytes) = group.iter().fold((0, 0), |(r, b), (_, c)| {
+            (r + c.batch.tasks.len(), b + c.bytes)
+        });
+        let room = ChunkLimits {
+            rows: limits.rows.saturating_sub(rows),
+            bytes: limits.bytes.saturating_sub(bytes),
+        };
+        let schedule = self.schedule();
+        let (sealed, chunk) = self.lanes[i].join(&schedule, room);
+        if let Some(reason) = sealed {
+            self.metrics.flushed(reason);
+        }
+        if let Some(chunk) = chunk {
+            group.push((i, chunk));
+        }
+    }
+
+    fn schedule(&self) -> Schedule {
+        Schedule {
+            limits: self.settings.limits(),
+            flush_interval: self.settings.flush_interval,
+            shutting_down: self.shutdown.is_some(),
         }
     }
 
@@ -334,16 +392,26 @@ impl DbWriterActor {
         );
     }
 
-    fn write(&mut self, i: usize, chunk: Chunk, ctx: &mut Context<Self>) {
-        let Chunk { seal, batch, bytes } = chunk;
+    /// Writes these chunks (of different lanes) as one transaction.
+    fn write(&mut self, chunks: Vec<(usize, Chunk)>, ctx: &mut Context<Self>) {
+        let parts: Vec<Part> = chunks
+            .iter()
+            .map(|(lane, c)| Part {
+                lane: *lane,
+                seal: c.seal,
+                executions: c.batch.executions.len(),
+                tasks: c.batch.tasks.len(),
+            })
+            .collect();
+        let bytes: usize = chunks.iter().map(|(_, c)| c.bytes).sum();
+        let batch = batch::combine(chunks.into_iter().map(|(_, c)| c.batch));
         let store = Arc::clone(&self.store);
         let settings = self.settings.clone();
         let metrics = Arc::clone(&self.metrics);
         let deadline = self.deadline.subscribe();
         let span = tracing::debug_span!(
             "flush",
-            lane = i,
-            seal,
+            lanes_seals = ?parts,
             executions = batch.executions.len(),
             tasks = batch.tasks.len(),
             bytes
@@ -357,15 +425,22 @@ impl DbWriterActor {
         ctx.spawn(
             work.into_actor(self)
                 .map(move |(outcome, latency), act, ctx| {
-                    act.lane_done(i);
-                    act.chunk_done(i, seal, outcome, latency);
+                    for part in &parts {
+                        act.lane_done(part.lane);
+                    }
+                    act.chunk_done(&parts, outcome, latency);
                     act.pump(ctx);
                 }),
         );
     }
 
-    fn chunk_done(&mut self, i: usize, seal: u64, outcome: ChunkOutcome, latency: Duration) {
+    /// Accounts for a write of the chunks `parts`.
+    fn chunk_done(&mut self, parts: &[Part], outcome: ChunkOutcome, latency: Duration) {
         self.metrics.record_flush_latency(latency);
+        // Written whole, the batch is the parts' rows in order.
+        let whole = outcome.written.len() == 1
+            && outcome.rejected.is_empty()
+            && outcome.unwritten.is_empty();
         for batch in &outcome.written {
             self.metrics.batches_written.fetch_add(1, Relaxed);
             self.metrics.record_batch_bytes(batch.weight());
@@ -376,21 +451,38 @@ impl DbWriterActor {
                 .task_rows_written
                 .fetch_add(batch.tasks.len() as u64, Relaxed);
             tracing::debug!(
-                lane = i,
+                lanes_seals = ?parts,
                 executions = batch.executions.len(),
                 tasks = batch.tasks.len(),
                 latency_ms = latency.as_millis() as u64,
                 runs = ?batch.executions.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
                 "batch written"
             );
-            self.settle(i, &batch.executions, &batch.tasks);
+            if whole {
+                self.settle_in_order(parts, batch);
+            } else {
+                self.settle(parts, &batch.executions, &batch.tasks);
+            }
         }
         for rejected in outcome.rejected {
             let rows = (rejected.executions.len() + rejected.tasks.len()) as u64;
             self.metrics.rows_rejected.fetch_add(rows, Relaxed);
-            for waiter in &mut self.waiters {
-                if waiter.seals.get(i).is_some_and(|covered| seal <= *covered) {
-                    waiter.rejected += rows;
+            let n = self.lanes.len();
+            for &Part { lane: i, seal, .. } in parts {
+                let in_lane = if parts.len() == 1 {
+                    rows
+                } else {
+                    let runs = rejected.executions.iter().map(|e| &e.id);
+                    let runs = runs.chain(rejected.tasks.iter().map(|t| &t.execution_id));
+                    runs.filter(|id| lane_of(id, n) == i).count() as u64
+                };
+                if in_lane == 0 {
+                    continue;
+                }
+                for waiter in &mut self.waiters {
+                    if waiter.seals.get(i).is_some_and(|covered| seal <= *covered) {
+                        waiter.rejected += in_lane;
+                    }
                 }
             }
             tracing::error!(
@@ -401,7 +493,7 @@ impl DbWriterActor {
                 task_ids = ?rejected.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
                 "database refused rows; reported and skipped"
             );
-            self.settle(i, &rejected.executions, &rejected.tasks);
+            self.settle(parts, &rejected.executions, &rejected.tasks);
             if let Some(handler) = &self.settings.on_rejected {
                 handler(rejected);
             }
@@ -410,19 +502,60 @@ impl DbWriterActor {
         self.answer_waiters();
     }
 
-    /// Frees the slots of settled task rows, and lets finished runs leave the registry once
-    /// their final state and every task row are settled.
-    fn settle(&mut self, i: usize, executions: &[ExecutionRow], tasks: &[TaskRow]) {
-        if !tasks.is_empty() {
-            let bytes = tasks.iter().map(|t| self.permits.charge(t)).sum();
-            self.permits.release(tasks.len(), bytes);
+    /// Settles the rows of a write of the chunks `parts` that was written whole: each part's
+    /// rows are the next ones of the batch (no hashing of ids on the hot path).
+    fn settle_in_order(&mut self, parts: &[Part], batch: &WriteBatch) {
+        let executions: usize = parts.iter().map(|p| p.executions).sum();
+        let tasks: usize = parts.iter().map(|p| p.tasks).sum();
+        if parts.len() == 1 || (executions, tasks) != (batch.executions.len(), batch.tasks.len()) {
+            return self.settle(parts, &batch.executions, &batch.tasks);
+        }
+        let (mut e, mut t) = (0, 0);
+        for part in parts {
+            let executions = &batch.executions[e..e + part.executions];
+            let tasks = &batch.tasks[t..t + part.tasks];
+            self.settle_lane(part.lane, executions.iter(), tasks.iter());
+            e += part.executions;
+            t += part.tasks;
+        }
+    }
+
+    /// Settles rows written (or refused) by a write of the chunks `parts`, each in its lane.
+    fn settle(&mut self, parts: &[Part], executions: &[ExecutionRow], tasks: &[TaskRow]) {
+        if let [part] = parts {
+            self.settle_lane(part.lane, executions.iter(), tasks.iter());
+            return;
+        }
+        let n = self.lanes.len();
+        for &Part { lane: i, .. } in parts {
+            self.settle_lane(
+                i,
+                executions.iter().filter(|e| lane_of(&e.id, n) == i),
+                tasks.iter().filter(|t| lane_of(&t.execution_id, n) == i),
+            );
+        }
+    }
+
+    /// Frees the slots of lane `i`'s settled task rows, and lets finished runs leave the
+    /// registry once their final state and every task row are settled.
+    fn settle_lane<'a>(
+        &mut self,
+        i: usize,
+        executions: impl Iterator<Item = &'a ExecutionRow>,
+        tasks: impl Iterator<Item = &'a TaskRow> + Clone,
+    ) {
+        let (count, bytes) = tasks
+            .clone()
+            .fold((0, 0), |(n, b), t| (n + 1, b + self.permits.charge(t)));
+        if count > 0 {
+            self.permits.release(count, bytes);
         }
         for run in self.lanes[i].pending.settle(tasks) {
             if self.finished_durable.remove(&run) {
                 self.registry.remove_finished(&run);
             }
         }
-        for row in executions.iter().filter(|e| e.is_terminal()) {
+        for row in executions.filter(|e| e.is_terminal()) {
             if self.lanes[i].pending.has_outstanding(&row.id) {
                 self.finished_durable.insert(row.id.clone());
             } else {

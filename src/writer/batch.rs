@@ -399,6 +399,11 @@ impl PendingWrites {
         Some(chunk)
     }
 
+    /// The chunk [`next_chunk`](Self::next_chunk) would take.
+    pub(crate) fn front_chunk(&self) -> Option<&Chunk> {
+        self.queue.front()
+    }
+
     /// The smallest seal still queued (chunks queue in seal order).
     pub(crate) fn oldest_queued_seal(&self) -> Option<u64> {
         self.queue.front().map(|c| c.seal)
@@ -406,7 +411,10 @@ impl PendingWrites {
 
     /// Records that these task rows are settled (written or rejected). Returns the runs that
     /// have no task rows outstanding any more.
-    pub(crate) fn settle(&mut self, tasks: &[TaskRow]) -> Vec<ExecutionId> {
+    pub(crate) fn settle<'a>(
+        &mut self,
+        tasks: impl IntoIterator<Item = &'a TaskRow>,
+    ) -> Vec<ExecutionId> {
         let mut drained = Vec::new();
         for row in tasks {
             if let Some(n) = self.outstanding.get_mut(&row.execution_id) {
@@ -435,6 +443,30 @@ impl PendingWrites {
         self.queued_bytes = 0;
         out
     }
+}
+
+/// One batch holding these, in order: chunks of different lanes written as one transaction.
+/// Each run's rows stay together and in order (a run belongs to one lane); the heartbeats
+/// become one for all their runs, at the latest of their times.
+pub(crate) fn combine(batches: impl IntoIterator<Item = WriteBatch>) -> WriteBatch {
+    let mut out = WriteBatch::default();
+    for batch in batches {
+        if out.is_empty() {
+            out = batch;
+            continue;
+        }
+        out.executions.extend(batch.executions);
+        out.tasks.extend(batch.tasks);
+        out.heartbeat = match (out.heartbeat.take(), batch.heartbeat) {
+            (Some(mut a), Some(b)) => {
+                a.at = a.at.max(b.at);
+                a.runs.extend(b.runs);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+    }
+    out
 }
 
 /// Splits a batch the database refused into two smaller ones, by weight: the left half holds
@@ -1083,5 +1115,33 @@ mod tests {
             prop_assert_eq!(p.pending_bytes(), 0);
             prop_assert!(p.outstanding.is_empty());
         }
+    }
+
+    #[test]
+    fn combined_chunks_keep_every_row_in_order_and_one_heartbeat_for_all_runs() {
+        let at = Utc::now();
+        let (a, b) = (exec(1, 2).id, exec(2, 3).id);
+        let hb = |run: &ExecutionId, at| {
+            Some(Heartbeat {
+                at,
+                runs: vec![run.clone()],
+            })
+        };
+        let first = WriteBatch {
+            heartbeat: hb(&a, at),
+            ..WriteBatch::new(vec![exec(1, 2)], vec![task(1, 1, 1), task(1, 2, 2)])
+        };
+        let second = WriteBatch {
+            heartbeat: hb(&b, at + chrono::Duration::seconds(1)),
+            ..WriteBatch::new(vec![exec(2, 3)], vec![task(2, 1, 3)])
+        };
+        let combined = combine([WriteBatch::default(), first, second]);
+        let tasks: Vec<_> = combined.tasks.iter().map(|t| t.tool_calls).collect();
+        assert_eq!(tasks, [1, 2, 3]);
+        let runs: Vec<_> = combined.executions.iter().map(|e| e.id.clone()).collect();
+        assert_eq!(runs, vec![a.clone(), b.clone()]);
+        let heartbeat = combined.heartbeat.expect("one heartbeat");
+        assert_eq!(heartbeat.runs, vec![a, b]);
+        assert_eq!(heartbeat.at, at + chrono::Duration::seconds(1));
     }
 }

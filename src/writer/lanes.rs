@@ -136,17 +136,7 @@ impl Lane {
         if self.busy.is_some() {
             return Next::Idle;
         }
-        let reason = if schedule.shutting_down {
-            Some(FlushReason::Shutdown)
-        } else if self.pending.open_full(schedule.limits) {
-            Some(FlushReason::Size)
-        } else if self.final_due {
-            Some(FlushReason::Urgent)
-        } else if self.timer_due {
-            Some(FlushReason::Timer)
-        } else {
-            None
-        };
+        let reason = self.seal_reason(schedule);
         let queue_due = reason.is_some() || self.pending.oldest_queued_seal().is_some();
         let queue_overdue = queue_due
             && self.queue_passed_over.is_some_and(|since| {
@@ -161,28 +151,89 @@ impl Lane {
                 return Next::Urgent(batch);
             }
         }
-        let mut sealed = None;
-        if let Some(reason) = reason {
-            if self.pending.oldest_queued_seal().is_none() {
-                if self.pending.seal(schedule.limits).is_some() {
-                    sealed = Some(reason);
-                }
-                self.timer_due = false;
-                self.final_due = false;
-            }
-        }
+        let sealed = self.seal_if(reason, schedule);
         match self.pending.next_chunk() {
             Some(chunk) => {
-                self.busy = Some(Busy::Chunk {
-                    seal: chunk.seal,
-                    rows: chunk.batch.len(),
-                    bytes: chunk.bytes,
-                });
-                self.queue_passed_over = None;
+                self.mark_sending(&chunk);
                 Next::Chunk { chunk, sealed }
             }
             None => Next::Idle,
         }
+    }
+
+    /// The lane's next chunk, to go in the same transaction as another lane's small chunk, if
+    /// it fits in `room` (what the other chunks left of the batch bounds). Open rows are sealed
+    /// whether due or not, as one lane would seal every run's rows for a flush: the write goes
+    /// anyway, and rows that wait for their own lane's turn would cost a write of their own. They
+    /// are sealed with the full limits, so a chunk that does not fit stays queued whole for the
+    /// lane's own turn. Never an urgent copy (the run's state rides in the chunk, if open).
+    /// Returns why the rows were due, if they were sealed and due, and the chunk if it joins.
+    pub(crate) fn join(
+        &mut self,
+        schedule: &Schedule,
+        room: ChunkLimits,
+    ) -> (Option<FlushReason>, Option<Chunk>) {
+        if self.busy.is_some() {
+            return (None, None);
+        }
+        let reason = self.seal_reason(schedule);
+        let mut sealed = None;
+        if self.pending.oldest_queued_seal().is_none()
+            && self.pending.seal(schedule.limits).is_some()
+        {
+            sealed = reason;
+            self.timer_due = false;
+            self.final_due = false;
+        }
+        let fits = self
+            .pending
+            .front_chunk()
+            .is_some_and(|c| c.batch.tasks.len() <= room.rows && c.bytes <= room.bytes);
+        let chunk = if fits {
+            self.pending.next_chunk()
+        } else {
+            None
+        };
+        if let Some(chunk) = &chunk {
+            self.mark_sending(chunk);
+        }
+        (sealed, chunk)
+    }
+
+    /// Why open rows are due now, if they are.
+    fn seal_reason(&self, schedule: &Schedule) -> Option<FlushReason> {
+        if schedule.shutting_down {
+            Some(FlushReason::Shutdown)
+        } else if self.pending.open_full(schedule.limits) {
+            Some(FlushReason::Size)
+        } else if self.final_due {
+            Some(FlushReason::Urgent)
+        } else if self.timer_due {
+            Some(FlushReason::Timer)
+        } else {
+            None
+        }
+    }
+
+    /// Seals open rows for `reason` once the queue is empty; returns the reason if it sealed.
+    fn seal_if(&mut self, reason: Option<FlushReason>, schedule: &Schedule) -> Option<FlushReason> {
+        let reason = reason?;
+        if self.pending.oldest_queued_seal().is_some() {
+            return None;
+        }
+        let sealed = self.pending.seal(schedule.limits).map(|_| reason);
+        self.timer_due = false;
+        self.final_due = false;
+        sealed
+    }
+
+    fn mark_sending(&mut self, chunk: &Chunk) {
+        self.busy = Some(Busy::Chunk {
+            seal: chunk.seal,
+            rows: chunk.batch.len(),
+            bytes: chunk.bytes,
+        });
+        self.queue_passed_over = None;
     }
 }
 
@@ -424,5 +475,58 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_lane_joins_with_every_open_row_if_they_fit() {
+        let limits = ChunkLimits {
+            rows: 100,
+            bytes: usize::MAX,
+        };
+        let schedule = Schedule {
+            limits,
+            ..schedule()
+        };
+        let mut lane = Lane::new(usize::MAX);
+        lane.pending
+            .push([state(0, 2, true)], vec![result(0, 1), result(0, 2)], true);
+        // Not due (no timer, no final state, far from full): sealed all the same, with the
+        // full limits, and kept queued whole when it does not fit.
+        let one_row = ChunkLimits { rows: 1, ..limits };
+        assert_eq!(lane.join(&schedule, one_row), (None, None));
+        assert!(
+            lane.busy().is_none(),
+            "a chunk that does not join leaves the lane idle"
+        );
+
+        let (sealed, chunk) = lane.join(&schedule, limits);
+        assert_eq!(
+            sealed, None,
+            "sealed already, and not for a reason of its own"
+        );
+        let chunk = chunk.expect("the queued chunk joins once it fits");
+        assert_eq!(
+            chunk.batch.tasks.len(),
+            2,
+            "sealed whole, not cut to the room"
+        );
+        assert_eq!(
+            chunk.batch.executions.len(),
+            1,
+            "the urgent state rides in the chunk"
+        );
+        assert!(matches!(lane.busy(), Some(Busy::Chunk { rows: 3, .. })));
+        lane.done();
+        assert!(
+            matches!(lane.next(Instant::now(), &schedule), Next::Idle),
+            "no urgent copy is left to send: the state was written with the chunk"
+        );
+
+        lane.pending
+            .push([state(1, 1, false)], vec![result(1, 1)], false);
+        lane.timer_fired();
+        let (sealed, chunk) = lane.join(&schedule, limits);
+        assert_eq!(sealed, Some(FlushReason::Timer), "a due lane says why");
+        assert!(chunk.is_some());
     }
 }

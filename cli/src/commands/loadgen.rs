@@ -393,15 +393,21 @@ impl FailureProbe {
 }
 
 /// The ceiling: the same rows, final values computed up front, written in batches of
-/// `max_batch_rows` task rows by `concurrency` writers, with no actors.
+/// `max_batch_rows` task rows (or `max_batch_bytes`) by `concurrency` writers (at most 8), with
+/// no actors. Each run belongs to one writer, as each run belongs to one lane in runtally's
+/// writer: two transactions creating the same run node at once would race on the unique
+/// constraint (ArcadeDB refuses the second with `ConstraintValidationFailed`).
 async fn raw(args: &LoadgenArgs, spec: &WorkloadSpec) -> anyhow::Result<serde_json::Value> {
     let store = Arc::new(args.db.store()?);
     store.ensure_schema().await?;
-    let mut batches = Vec::new();
-    let mut current = WriteBatch::default();
+    let writers = if args.concurrency > 1 {
+        args.concurrency.min(8)
+    } else {
+        1
+    };
+    let mut queues: Vec<RawBatches> = (0..writers).map(|_| RawBatches::default()).collect();
     let now = chrono::Utc::now();
     let mut tasks = 0usize;
-    let mut current_bytes = 0usize;
     for r in 0..spec.runs {
         let run = spec.run(r)?;
         let mut exec = ExecutionRow::started(
@@ -435,48 +441,16 @@ async fn raw(args: &LoadgenArgs, spec: &WorkloadSpec) -> anyhow::Result<serde_js
         exec.end_time = Some(run.end_time);
         exec.duration_ms = (run.end_time - run.start_time).num_milliseconds();
         tasks += rows.len();
-        // Batches close at the row or byte bound, as the writer's do. A run that spans
-        // batches has a placeholder in each earlier one, so its tasks find their node whatever
-        // order the writers take the batches in.
-        let mut placeholder = exec.clone();
-        placeholder.write = ExecutionWrite::Placeholder;
-        let mut in_current = false;
-        for row in rows {
-            let weight = row.weight();
-            if !current.tasks.is_empty()
-                && (current.tasks.len() >= args.max_batch_rows
-                    || current_bytes + weight > args.max_batch_bytes)
-            {
-                if in_current {
-                    current.executions.push(placeholder.clone());
-                }
-                batches.push(std::mem::take(&mut current));
-                current_bytes = 0;
-            }
-            in_current = true;
-            current_bytes += weight;
-            current.tasks.push(row);
-        }
-        current.executions.push(exec);
+        queues[r % writers].push_run(exec, rows, args);
     }
-    if !current.is_empty() {
-        batches.push(current);
-    }
-    let bytes: usize = batches.iter().map(WriteBatch::weight).sum();
+    let batches: Vec<Vec<WriteBatch>> = queues.into_iter().map(RawBatches::finish).collect();
+    let bytes: usize = batches.iter().flatten().map(WriteBatch::weight).sum();
     let started = Instant::now();
-    let queue = Arc::new(Mutex::new(batches.into_iter().rev().collect::<Vec<_>>()));
-    let writers = if args.concurrency > 1 {
-        args.concurrency.min(8)
-    } else {
-        1
-    };
     let mut handles = Vec::new();
-    for _ in 0..writers {
-        let (store, queue) = (Arc::clone(&store), Arc::clone(&queue));
+    for queue in batches {
+        let store = Arc::clone(&store);
         handles.push(tokio::spawn(async move {
-            loop {
-                let next = lock(&queue).pop();
-                let Some(batch) = next else { break };
+            for batch in queue {
                 let mut attempt = 0;
                 loop {
                     match store.write(&batch).await {
@@ -510,6 +484,48 @@ async fn raw(args: &LoadgenArgs, spec: &WorkloadSpec) -> anyhow::Result<serde_js
         "tasks_per_s": (tasks as f64 / seconds).round(),
         "peak_rss_mib": peak_rss_mib(),
     }))
+}
+
+/// One raw writer's batches, built run by run: a batch closes at the row or byte bound, as the
+/// writer's do. A run that spans batches has a placeholder in each earlier one, so its tasks
+/// find their node.
+#[derive(Default)]
+struct RawBatches {
+    done: Vec<WriteBatch>,
+    current: WriteBatch,
+    current_bytes: usize,
+}
+
+impl RawBatches {
+    fn push_run(&mut self, exec: ExecutionRow, rows: Vec<TaskRow>, args: &LoadgenArgs) {
+        let mut placeholder = exec.clone();
+        placeholder.write = ExecutionWrite::Placeholder;
+        let mut in_current = false;
+        for row in rows {
+            let weight = row.weight();
+            if !self.current.tasks.is_empty()
+                && (self.current.tasks.len() >= args.max_batch_rows
+                    || self.current_bytes + weight > args.max_batch_bytes)
+            {
+                if in_current {
+                    self.current.executions.push(placeholder.clone());
+                }
+                self.done.push(std::mem::take(&mut self.current));
+                self.current_bytes = 0;
+            }
+            in_current = true;
+            self.current_bytes += weight;
+            self.current.tasks.push(row);
+        }
+        self.current.executions.push(exec);
+    }
+
+    fn finish(mut self) -> Vec<WriteBatch> {
+        if !self.current.is_empty() {
+            self.done.push(self.current);
+        }
+        self.done
+    }
 }
 
 fn histogram() -> Histogram<u64> {
