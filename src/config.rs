@@ -255,12 +255,14 @@ pub const DEFAULT_MAX_PENDING_ROWS: usize = 100_000;
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 << 20;
 /// Default bound on the bytes of task rows accepted and not yet written: 256 MiB.
 pub const DEFAULT_MAX_PENDING_BYTES: usize = 256 << 20;
-/// Default number of write lanes (each run always uses the same one): four. Chunks of at
+/// Default number of write lanes (each run always uses the same one): two. Chunks of at
 /// least [`DEFAULT_MIN_OVERLAP_BYTES`] (large outputs) go out in parallel, one transaction per
-/// lane: 400 KB outputs are written about 1.6× as fast on Neo4j 5 as with one lane. Smaller
-/// chunks of all lanes go out together as one transaction, as with one lane; what the lanes
-/// still cost is about a tenth of the in-memory hot path (BENCHMARKS.md, session 20261202d).
-pub const DEFAULT_WRITE_LANES: usize = 4;
+/// lane; smaller chunks of both lanes go out together as one transaction, as with one lane.
+/// Measured in BENCHMARKS.md (session 20261202e): with 400 KB outputs two lanes wrote 1.5× one
+/// lane's rate on Neo4j 5 and 1.6× on ArcadeDB; four lanes were faster still on Neo4j (1.7×) but
+/// slower than two on ArcadeDB, whose concurrent transactions conflict. The lanes cost the
+/// in-memory hot path about 5 % (two) to 10 % (four).
+pub const DEFAULT_WRITE_LANES: usize = 2;
 /// Default size from which chunks of different lanes are written at the same time: 1 MiB.
 /// Smaller writes go one at a time: on ArcadeDB, concurrent small transactions conflict as
 /// deadlocks often enough to stretch failure visibility, and they gain little from overlap.

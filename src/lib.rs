@@ -136,6 +136,11 @@
 //!   integer range, is a typed error and changes nothing. A result racing `finish`/`cancel`
 //!   is either counted or refused with `RunFinished`; only one racing a shutdown can be refused
 //!   after `Ok`, and it is counted in `rejected_messages` and logged at WARN.
+//! - **Writes in order within a run, not across runs.** A run's rows always go through the same
+//!   write lane, so its writes reach the database in the order they were made. Rows of
+//!   different runs may go in other orders (lanes write in parallel, and a transaction that
+//!   combines lanes holds them in lane order): a constraint of the host's that two runs' rows
+//!   break refuses whichever of them the database writes second.
 //! - **Exactly once in the graph.** Every write is an idempotent `MERGE` of absolute values, so a
 //!   batch sent twice (a retry after a lost commit) changes nothing, and a result re-sent for
 //!   the same task replaces the earlier one everywhere.
@@ -186,7 +191,7 @@
 //! | `with_max_pending_rows` | 100,000 | bound on task rows waiting for the database |
 //! | `with_max_batch_bytes` | 8 MiB | bytes of rows per write transaction (a larger row goes alone) |
 //! | `with_max_pending_bytes` | 256 MiB | bound on bytes of task rows waiting for the database |
-//! | `with_write_lanes` | 4 | write lanes, at most one transaction in flight each (each run keeps to one lane); small chunks of all lanes go out as one transaction |
+//! | `with_write_lanes` | 2 | write lanes, at most one transaction in flight each (each run keeps to one lane); small chunks of all lanes go out as one transaction |
 //! | `with_min_overlap_bytes` | 1 MiB | lanes write at the same time only while every write in flight is a chunk this large; smaller writes take turns |
 //! | `with_write_timeout` | 30 s | one write's time limit before it is retried |
 //! | `with_retry` | 50 ms doubling to 2 s, jitter | backoff between retries |

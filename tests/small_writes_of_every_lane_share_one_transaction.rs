@@ -9,30 +9,11 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{exec_id, plan_id, result};
+use common::{exec_id, plan_id, result, runs_in_distinct_lanes};
 use runtally::store::MemoryStore;
 use runtally::{Aggregator, AggregatorConfig, FlushError, RunStart, StoreError};
 
 const LANES: usize = 4;
-
-/// The writer's lane for a run: FNV-1a of its id, as `writer::lane_of` documents. Used only to
-/// pick runs in different lanes.
-fn lane(id: &str) -> usize {
-    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash % LANES as u64) as usize
-}
-
-/// One run id in each of `n` different lanes.
-fn runs_in_distinct_lanes(prefix: &str, n: usize) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    (0..)
-        .map(|k| format!("{prefix}-{k}"))
-        .filter(|id| seen.insert(lane(id)))
-        .take(n)
-        .collect()
-}
 
 /// A memory store that records, for every write carrying task rows, the runs of those rows,
 /// and refuses any write holding a task named `poison`.
@@ -82,7 +63,7 @@ async fn finish_tasks(agg: &Aggregator, run: &str, tasks: &[&str], output_bytes:
 async fn small_chunks_of_four_lanes_are_written_in_one_transaction() {
     let (store, writes) = recording_store();
     let agg = start(&store).await;
-    let runs = runs_in_distinct_lanes("share-small", LANES);
+    let runs = runs_in_distinct_lanes("share-small", LANES, LANES);
     for run in &runs {
         finish_tasks(&agg, run, &["a", "b"], 100).await;
     }
@@ -105,7 +86,7 @@ async fn small_chunks_of_four_lanes_are_written_in_one_transaction() {
 async fn large_chunks_go_one_write_per_lane() {
     let (store, writes) = recording_store();
     let agg = start(&store).await;
-    let runs = runs_in_distinct_lanes("share-large", 2);
+    let runs = runs_in_distinct_lanes("share-large", 2, LANES);
     let large = runtally::config::DEFAULT_MIN_OVERLAP_BYTES + 1;
     for run in &runs {
         finish_tasks(&agg, run, &["a"], large).await;
@@ -125,7 +106,7 @@ async fn large_chunks_go_one_write_per_lane() {
 async fn a_row_refused_in_a_combined_write_is_the_flushs_and_the_other_lanes_rows_are_written() {
     let (store, writes) = recording_store();
     let agg = start(&store).await;
-    let runs = runs_in_distinct_lanes("share-poison", 3);
+    let runs = runs_in_distinct_lanes("share-poison", 3, LANES);
     finish_tasks(&agg, &runs[0], &["a", "poison"], 100).await;
     finish_tasks(&agg, &runs[1], &["a", "b"], 100).await;
     finish_tasks(&agg, &runs[2], &["a"], 100).await;

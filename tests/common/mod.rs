@@ -369,3 +369,22 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// The writer's lane for a run among `lanes`: FNV-1a of its id, as `writer::lane_of`
+/// documents. Used only to pick runs in different lanes.
+pub fn lane(id: &str, lanes: usize) -> usize {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % lanes as u64) as usize
+}
+
+/// `n` run ids `{prefix}-{k}`, each in a different one of `lanes` lanes.
+pub fn runs_in_distinct_lanes(prefix: &str, n: usize, lanes: usize) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    (0..)
+        .map(|k| format!("{prefix}-{k}"))
+        .filter(|id| seen.insert(lane(id, lanes)))
+        .take(n)
+        .collect()
+}
