@@ -19,20 +19,28 @@ use runtally::{AggregatorConfig, RetryPolicy, TaskStatus};
 use runtally_cli::events::Event;
 use runtally_cli::workload::WorkloadSpec;
 
-/// Runs whose node shows more than its task nodes: an end time with counters that do not match
-/// the task nodes, or counters above the task nodes at any time.
+/// Runs whose node shows more than its task nodes: counters (tasks or tokens) above what its
+/// task nodes hold, whether the node shows an end time or not.
 ///
 /// The node's own values are read first, then its task nodes, as the seed's client does (one
 /// query for the status, then one for the tasks): under read committed (Neo4j) a query that
-/// read the task nodes first could see a transaction committed between its two reads.
+/// read the task nodes first could see a transaction committed between its two reads. Neo4j
+/// also reads each property when the query reaches it, so one read can pair a counter of the
+/// run's previous state with the end time of its final one (seen once in CI's suite: "failed:
+/// 30 task nodes, counters say 27"). Such a read shows counters below the task nodes (a run's
+/// task rows commit before its final state), never above: only counters above the task nodes
+/// are a finding here, and the properties are read at once (`properties()`), which narrows
+/// what a torn read can pair. That an ended run's counters equal its task nodes exactly is
+/// checked after the replay (`assert_implied`).
 const VIOLATIONS: &str = "\
 MATCH (exec:Node {type: 'orchestration_execution'})
 WHERE exec.id STARTS WITH $prefix
-WITH exec, exec.tasksSuccessful + exec.tasksFailed AS counted,
-     exec.endTime IS NOT NULL AS ended, exec.tokensTotal AS tokensTotal, exec.status AS status
+WITH exec, properties(exec) AS p
+WITH exec, p.tasksSuccessful + p.tasksFailed AS counted, p.tokensTotal AS tokensTotal,
+     p.status AS status
 OPTIONAL MATCH (exec)-[:HAS_TASK_EXECUTION]->(te:Node)
-WITH exec, counted, ended, tokensTotal, status, count(te) AS nodes, sum(te.tokensTotal) AS tokens
-WHERE nodes < counted OR (ended AND (nodes <> counted OR tokens <> tokensTotal))
+WITH exec, counted, tokensTotal, status, count(te) AS nodes, sum(te.tokensTotal) AS tokens
+WHERE nodes < counted OR tokens < tokensTotal
 RETURN exec.id AS id, status, nodes, counted";
 
 /// A reader polling every few milliseconds until stopped; returns the violations it saw (at
