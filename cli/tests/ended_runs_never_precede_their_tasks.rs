@@ -26,10 +26,10 @@ use runtally_cli::workload::WorkloadSpec;
 /// query for the status, then one for the tasks): under read committed (Neo4j) a query that
 /// read the task nodes first could see a transaction committed between its two reads. Neo4j
 /// also reads each property when the query reaches it, so one read can pair a counter of the
-/// run's previous state with the end time of its final one (seen once in CI's suite: "failed:
-/// 30 task nodes, counters say 27"). Such a read shows counters below the task nodes (a run's
-/// task rows commit before its final state), never above: only counters above the task nodes
-/// are a finding here, and the properties are read at once (`properties()`), which narrows
+/// run's previous state with the end time of its final one (seen once in a full local
+/// `scripts/test`: "failed: 30 task nodes, counters say 27"). Such a read shows counters below
+/// the task nodes (a run's task rows commit before its final state), never above: only
+/// counters above the task nodes are a finding here, and the properties are read at once (`properties()`), which narrows
 /// what a torn read can pair. That an ended run's counters equal its task nodes exactly is
 /// checked after the replay (`assert_implied`).
 const VIOLATIONS: &str = "\
