@@ -29,9 +29,9 @@ use runtally_cli::workload::WorkloadSpec;
 /// run's previous state with the end time of its final one (seen once in a full local
 /// `scripts/test`: "failed: 30 task nodes, counters say 27"). Such a read shows counters below
 /// the task nodes (a run's task rows commit before its final state), never above: only
-/// counters above the task nodes are a finding here, and the properties are read at once (`properties()`), which narrows
-/// what a torn read can pair. That an ended run's counters equal its task nodes exactly is
-/// checked after the replay (`assert_implied`).
+/// counters above the task nodes are a finding here, and the properties are read at once
+/// (`properties()`), which narrows what a torn read can pair. That an ended run's counters
+/// equal its task nodes exactly is checked after the replay (`assert_implied`).
 const VIOLATIONS: &str = "\
 MATCH (exec:Node {type: 'orchestration_execution'})
 WHERE exec.id STARTS WITH $prefix
