@@ -491,7 +491,9 @@ impl AggregatorConfigBuilder {
     /// Bound on the bytes of task rows accepted and not yet written, next to
     /// [`with_max_pending_rows`](Self::with_max_pending_rows): at either bound `task_finished`
     /// waits and `try_task_finished` returns `Full`. A single row heavier than the bound is
-    /// accepted once nothing else is pending. At least `max_batch_bytes`, at most
+    /// accepted once nothing else is pending. Memory beyond this: about three times
+    /// `max_batch_bytes` per write lane while writes are in flight (the driver's copy of a
+    /// batch and its encoding). At least `max_batch_bytes`, at most
     /// `tokio::sync::Semaphore::MAX_PERMITS`. Default: [`DEFAULT_MAX_PENDING_BYTES`].
     pub fn with_max_pending_bytes(mut self, bytes: usize) -> Self {
         self.config.max_pending_bytes = bytes;
