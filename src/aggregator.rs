@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
-use crate::config::AggregatorConfig;
-use crate::error::{BeginError, ConfigError, FlushError, ReconcileError, RecordError, StartError};
+use crate::buffer::{BufferSettings, DiskBuffer, Recovery};
+use crate::config::{AggregatorConfig, WhenFull};
+use crate::error::{
+    BeginError, ConfigError, FlushError, ReconcileError, RecordError, StartError, SyncBufferError,
+};
 use crate::execution::messages::{Drain, FinishRun, GetSnapshot, RecordTask, TakeResults};
 use crate::execution::results::{Closed, Pushed, ResultQueue};
 use crate::execution::{ExecutionActor, RunShared, RunSnapshot};
@@ -25,7 +28,7 @@ use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
 use crate::slots::{Slot, Slots};
 use crate::store::{GraphStore, Neo4jStore};
 use crate::sync::lock;
-use crate::writer::messages::{Connect, Drained, Flush, ReconcileStale, Shutdown};
+use crate::writer::messages::{Connect, Drained, Flush, ReconcileStale, Shutdown, SyncBuffer};
 use crate::writer::{DbWriterActor, WriterSettings};
 
 /// What the orchestrator knows when a workflow run starts.
@@ -71,8 +74,14 @@ pub struct ShutdownReport {
     /// Runs begun and never finished or cancelled: their last state is written (or in
     /// `unwritten`), with status `running` or `failed` and no end time.
     pub unfinished_runs: Vec<ExecutionId>,
-    /// Whether every accepted row was written before the deadline: nothing `unwritten`, and
-    /// no row dropped over the aggregator's life (`metrics.rows_dropped` is 0).
+    /// Rows not written before the deadline that the disk buffer holds: the next
+    /// [`Aggregator::start`] with the same `buffer_dir` (or `runtally drain`) writes them first.
+    /// They are not in `unwritten`. 0 without a disk buffer.
+    pub buffered_rows: u64,
+    /// Why the disk buffer could not be closed cleanly (its records stay on disk).
+    pub buffer_error: Option<crate::error::BufferError>,
+    /// Whether every accepted row was written before the deadline: nothing `unwritten` or
+    /// buffered, and no row dropped over the aggregator's life (`metrics.rows_dropped` is 0).
     pub complete: bool,
     /// Rows appended to the configured spill file (0 without one).
     pub spilled_rows: usize,
@@ -85,8 +94,11 @@ impl ShutdownReport {
     /// Whether a shutdown is complete: the writer answered, nothing is left unwritten, and no
     /// row was dropped over the aggregator's life (a row handed to the writer after it closed
     /// is counted in `rows_dropped` and nowhere else).
-    fn is_complete(answered: bool, unwritten: &[WriteBatch], metrics: &MetricsSnapshot) -> bool {
-        answered && unwritten.is_empty() && metrics.rows_dropped == 0
+    fn is_complete(answered: bool, drained: &Drained, metrics: &MetricsSnapshot) -> bool {
+        answered
+            && drained.unwritten.is_empty()
+            && drained.buffered_rows == 0
+            && metrics.rows_dropped == 0
     }
 
     /// Rows in [`ShutdownReport::unwritten`].
@@ -112,6 +124,8 @@ struct Shared {
     permits: Arc<Slots>,
     metrics: Arc<Metrics>,
     closing: AtomicBool,
+    /// `WhenFull::Reject`: `task_finished` answers `Full` instead of waiting.
+    reject_when_full: bool,
 }
 
 /// A live run: report its tasks, finish or cancel it, read its counters.
@@ -165,6 +179,8 @@ impl RunHandle {
     ///   above `i64::MAX`, or a run total would pass it.
     /// - [`RecordError::RunFinished`]: the run was finished or cancelled (counted).
     /// - [`RecordError::ShuttingDown`]: the aggregator is shutting down.
+    /// - [`RecordError::Full`]: with [`WhenFull::Reject`], pending writes are at a bound
+    ///   (counted; nothing was recorded).
     ///
     /// A result that races with `finish`/`cancel` from another task is either counted before
     /// the run ends or refused here with `RunFinished`. Only one racing a shutdown can be
@@ -175,12 +191,20 @@ impl RunHandle {
         result: TaskResult,
     ) -> Result<(), RecordError> {
         let row = self.build_row(task, result)?;
-        let permit = self
-            .shared
-            .permits
-            .acquire(self.shared.permits.charge(&row))
-            .await
-            .map_err(|_| RecordError::ShuttingDown)?;
+        let charge = self.shared.permits.charge(&row);
+        let permit = if self.shared.reject_when_full {
+            match self.shared.permits.try_acquire(charge) {
+                Ok(permit) => permit,
+                Err(tokio::sync::TryAcquireError::NoPermits) => return Err(self.full()),
+                Err(tokio::sync::TryAcquireError::Closed) => return Err(RecordError::ShuttingDown),
+            }
+        } else {
+            self.shared
+                .permits
+                .acquire(charge)
+                .await
+                .map_err(|_| RecordError::ShuttingDown)?
+        };
         // The wait for a slot can outlast the start of a shutdown; a result accepted now would
         // reach its actor after the writer closed.
         if self.shared.closing.load(Ordering::Acquire) {
@@ -282,17 +306,49 @@ impl RunHandle {
         }
     }
 
-    async fn end(&self, end: DateTime<Utc>, cancelled: bool) -> Result<RunSnapshot, RecordError> {
+    /// Whether the run still takes results and its end: not ended, and no shutdown begun.
+    fn accepting(&self) -> Result<(), RecordError> {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(RecordError::ShuttingDown);
         }
         if self.is_ended() {
             return Err(self.rejected(RecordError::RunFinished(self.run.id.clone())));
         }
+        Ok(())
+    }
+
+    async fn end(&self, end: DateTime<Utc>, cancelled: bool) -> Result<RunSnapshot, RecordError> {
+        self.accepting()?;
         self.sending();
         match self.addr.send(FinishRun { end, cancelled }).await {
             Ok(result) => result,
             Err(_) => Err(self.undeliverable()),
+        }
+    }
+
+    /// Finishes the run without waiting for its actor: for callers that cannot wait (the
+    /// `tracing` layer, on the host's thread inside `tracing`). The finish is queued behind
+    /// everything this run accepted, so it counts all of it, and ahead of a shutdown that
+    /// begins after this returns. A refusal by the actor (the run already ended) is counted
+    /// in `rejected_messages`.
+    #[cfg(feature = "tracing-layer")]
+    pub(crate) fn finish_detached(&self, end: DateTime<Utc>) -> Result<(), RecordError> {
+        self.accepting()?;
+        // A wall clock stepped back since the start must not leave the run unfinished.
+        let end = end.max(self.run.start_time);
+        self.sending();
+        match self.addr.try_send(FinishRun {
+            end,
+            cancelled: false,
+        }) {
+            Ok(()) => Ok(()),
+            // The run's mailbox is at its bound: a finish is one message per run, so it goes
+            // past the bound rather than wait.
+            Err(SendError::Full(finish)) => {
+                self.addr.do_send(finish);
+                Ok(())
+            }
+            Err(SendError::Closed(_)) => Err(self.undeliverable()),
         }
     }
 
@@ -306,12 +362,7 @@ impl RunHandle {
     }
 
     fn build_row(&self, task: TaskDefinition, result: TaskResult) -> Result<TaskRow, RecordError> {
-        if self.shared.closing.load(Ordering::Acquire) {
-            return Err(RecordError::ShuttingDown);
-        }
-        if self.is_ended() {
-            return Err(self.rejected(RecordError::RunFinished(self.run.id.clone())));
-        }
+        self.accepting()?;
         TaskRow::new(&self.run.id, &self.run.plan_id, task, result, Utc::now())
             .map_err(|e| self.rejected(RecordError::Invalid(e)))
     }
@@ -463,7 +514,15 @@ struct Inner {
     run_mailbox: usize,
     max_pending_rows: usize,
     spill_path: Option<std::path::PathBuf>,
+    /// What the disk buffer found at start, if there is one.
+    recovery: Option<Recovery>,
+    /// The disk buffer's thread, joined once the writer is gone (so its directory is free when
+    /// `shutdown` returns or the aggregator is dropped).
+    buffer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     owner: Arc<str>,
+    /// Numbers the runs the `tracing` layer begins for spans that give no execution id.
+    #[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
+    span_runs: AtomicU64,
     stopped: AtomicBool,
     /// What the writer answered to the one `Shutdown` message (and whether it answered), until
     /// a `shutdown` call collects it.
@@ -476,7 +535,13 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if !self.stopped.swap(true, Ordering::AcqRel) {
             let pending = self.shared.metrics.pending_rows.load(Ordering::Relaxed);
-            if pending > 0 {
+            if pending > 0 && self.recovery.is_some() {
+                // Appended before they reached the writer's lanes: the next start writes them.
+                tracing::warn!(
+                    pending_rows = pending,
+                    "aggregator dropped without shutdown; pending rows stay in the disk buffer"
+                );
+            } else if pending > 0 {
                 tracing::error!(
                     pending_rows = pending,
                     "aggregator dropped without shutdown; pending rows are lost"
@@ -487,6 +552,16 @@ impl Drop for Inner {
                     .fetch_add(pending as u64, Ordering::Relaxed);
             }
             self.runtime.stop();
+            self.join_buffer();
+        }
+    }
+}
+
+impl Inner {
+    /// Waits for the disk buffer's thread to end (the writer, gone by now, dropped its handle).
+    fn join_buffer(&self) {
+        if let Some(thread) = lock(&self.buffer_thread).take() {
+            let _ = thread.join();
         }
     }
 }
@@ -541,12 +616,37 @@ impl Aggregator {
         config: AggregatorConfig,
         store: Arc<dyn GraphStore>,
     ) -> Result<Self, StartError> {
-        let runtime = ActorRuntime::spawn(config.arbiters).map_err(StartError::Runtime)?;
         let metrics = Arc::new(Metrics::default());
-        let permits = Arc::new(Slots::new(
-            config.max_pending_rows,
-            config.max_pending_bytes,
-        ));
+        // The buffer directory first: another process holding it stops the start here.
+        let buffer = match &config.buffer_dir {
+            Some(dir) => {
+                let settings = BufferSettings {
+                    dir: dir.clone(),
+                    segment_bytes: config.buffer_segment_bytes,
+                    sync: config.buffer_sync,
+                };
+                let opened = DiskBuffer::open(settings, Arc::clone(&metrics)).await?;
+                let recovery = &opened.recovery;
+                crate::buffer::report_skipped(&metrics, &recovery.skipped);
+                if recovery.records > 0 {
+                    tracing::info!(
+                        dir = %dir.display(),
+                        records = recovery.records,
+                        rows = recovery.rows,
+                        bytes = recovery.bytes,
+                        "disk buffer holds rows not yet in the database; writing them first"
+                    );
+                }
+                Some(opened)
+            }
+            None => None,
+        };
+        let recovery = buffer.as_ref().map(|b| b.recovery.clone());
+        let mut buffer = buffer;
+        let buffer_thread = buffer.as_mut().and_then(|b| b.thread.take());
+        let runtime = ActorRuntime::spawn(config.arbiters).map_err(StartError::Runtime)?;
+        // The writes in flight hold copies of their rows beyond the senders' budget.
+        let permits = Arc::new(Slots::new(config.max_pending_rows, config.row_budget()));
         let registry = Arc::new(Registry::new(Arc::clone(&metrics)));
         let inbox = Arc::new(Inbox::default());
         let settings = WriterSettings {
@@ -559,6 +659,9 @@ impl Aggregator {
             write_timeout: config.write_timeout,
             retry: config.retry,
             on_rejected: config.on_rejected.clone(),
+            row_budget: config.row_budget(),
+            max_pending_rows: config.max_pending_rows,
+            overflow: config.when_full == WhenFull::Overflow,
         };
         let writer = {
             let (registry, permits, metrics, inbox) = (
@@ -568,7 +671,7 @@ impl Aggregator {
                 Arc::clone(&inbox),
             );
             DbWriterActor::start_in_arbiter(&runtime.writer, move |_| {
-                DbWriterActor::new(store, settings, inbox, permits, registry, metrics)
+                DbWriterActor::new(store, settings, inbox, permits, registry, metrics, buffer)
             })
         };
         inbox.connect(writer.clone().recipient());
@@ -587,11 +690,15 @@ impl Aggregator {
                     permits,
                     metrics,
                     closing: AtomicBool::new(false),
+                    reject_when_full: config.when_full == WhenFull::Reject,
                 }),
                 run_mailbox: config.run_mailbox,
                 max_pending_rows: config.max_pending_rows,
                 spill_path: config.spill_path.clone(),
+                recovery,
+                buffer_thread: Mutex::new(buffer_thread),
                 owner,
+                span_runs: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
                 drained: Mutex::new(None),
                 drained_ready: tokio::sync::watch::channel(false).0,
@@ -612,6 +719,19 @@ impl Aggregator {
         }
         tracing::info!(owner = %aggregator.inner.owner, "runtally started");
         Ok(aggregator)
+    }
+
+    /// The live counters (the `tracing` layer counts into them on the host's threads).
+    #[cfg(feature = "tracing-layer")]
+    pub(crate) fn shared_metrics(&self) -> &Metrics {
+        &self.inner.shared.metrics
+    }
+
+    /// The next number for a run the `tracing` layer begins without an execution id: 1, 2, …
+    /// per aggregator, so ids stay unique however many layers share it.
+    #[cfg(feature = "tracing-layer")]
+    pub(crate) fn next_span_run(&self) -> u64 {
+        self.inner.span_runs.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Begins a run: starts its actor and queues its first write (`running`, zero counters).
@@ -665,7 +785,8 @@ impl Aggregator {
         Ok(handle)
     }
 
-    /// The handle of a live run (or one finished and not yet durable).
+    /// The handle of a live run (or one finished whose final state is not yet in the database,
+    /// nor in the disk buffer).
     pub fn run(&self, id: &ExecutionId) -> Option<RunHandle> {
         self.inner.registry.get(id)
     }
@@ -673,6 +794,12 @@ impl Aggregator {
     /// Runs in the registry.
     pub fn live_runs(&self) -> usize {
         self.inner.registry.len()
+    }
+
+    /// What the disk buffer found when this aggregator started (records a previous process
+    /// left, written first; records skipped as torn or corrupt), if it has one.
+    pub fn buffer_recovery(&self) -> Option<&Recovery> {
+        self.inner.recovery.as_ref()
     }
 
     /// This process's instance id, written as `runtallyOwner` on its runs.
@@ -694,6 +821,32 @@ impl Aggregator {
         match self.inner.writer.send(Flush).await {
             Ok(result) => result,
             Err(_) => Err(FlushError::ShuttingDown),
+        }
+    }
+
+    /// Waits until every result accepted so far is on disk in the buffer (appended and synced)
+    /// or already in the database: from then on a crash of this process, or of the machine,
+    /// loses none of them. Without it, rows reach the disk within milliseconds of being
+    /// accepted, and a synced disk within the buffer's [`SyncPolicy`](crate::SyncPolicy).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncBufferError::NoBuffer`] without a buffer directory;
+    /// [`SyncBufferError::NotOnDisk`] if appends failed (a full disk: those rows are written
+    /// from memory); [`SyncBufferError::Buffer`] if the sync failed;
+    /// [`SyncBufferError::ShuttingDown`].
+    pub async fn sync_buffer(&self) -> Result<(), SyncBufferError> {
+        if self.inner.stopped.load(Ordering::Acquire) {
+            return Err(SyncBufferError::ShuttingDown);
+        }
+        self.drain_runs().await;
+        let synced = match self.inner.writer.send(SyncBuffer).await {
+            Ok(answer) => answer?,
+            Err(_) => return Err(SyncBufferError::ShuttingDown),
+        };
+        match synced.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(SyncBufferError::Buffer(crate::error::BufferError::Stopped)),
         }
     }
 
@@ -722,6 +875,8 @@ impl Aggregator {
                 metrics: self.metrics(),
                 unwritten: Vec::new(),
                 unfinished_runs: Vec::new(),
+                buffered_rows: 0,
+                buffer_error: None,
                 complete: false,
                 spilled_rows: 0,
                 spill_error: None,
@@ -762,12 +917,18 @@ impl Aggregator {
         inner.shared.permits.close();
         inner.stopped.store(true, Ordering::Release);
         inner.runtime.stop();
+        inner.join_buffer();
         let metrics = self.metrics();
+        if let Some(error) = &drained.buffer_error {
+            tracing::error!(error = %crate::error::chain(error), "disk buffer: cannot close");
+        }
         ShutdownReport {
-            complete: ShutdownReport::is_complete(answered, &drained.unwritten, &metrics),
+            complete: ShutdownReport::is_complete(answered, &drained, &metrics),
             metrics,
             unwritten: drained.unwritten,
             unfinished_runs,
+            buffered_rows: drained.buffered_rows,
+            buffer_error: drained.buffer_error,
             spilled_rows,
             spill_error,
         }
@@ -923,15 +1084,24 @@ mod tests {
     #[test]
     fn a_shutdown_that_dropped_a_row_is_not_complete() {
         let mut metrics = Metrics::default().snapshot(0);
-        assert!(ShutdownReport::is_complete(true, &[], &metrics));
+        let nothing = Drained::default();
+        assert!(ShutdownReport::is_complete(true, &nothing, &metrics));
+        let buffered = Drained {
+            buffered_rows: 3,
+            ..Drained::default()
+        };
+        assert!(
+            !ShutdownReport::is_complete(true, &buffered, &metrics),
+            "rows left in the disk buffer are not written"
+        );
         metrics.rows_dropped = 1;
         assert!(
-            !ShutdownReport::is_complete(true, &[], &metrics),
+            !ShutdownReport::is_complete(true, &nothing, &metrics),
             "a row dropped with nothing left unwritten"
         );
         assert!(!ShutdownReport::is_complete(
             false,
-            &[],
+            &nothing,
             &Metrics::default().snapshot(0)
         ));
     }

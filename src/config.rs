@@ -253,8 +253,19 @@ pub const DEFAULT_MAX_PENDING_ROWS: usize = 100_000;
 /// Default bound on the bytes of one write transaction's rows: 8 MiB, well under the 16 MiB a
 /// Bolt server may refuse a message at (see BENCHMARKS.md for the sizes measured).
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 << 20;
-/// Default bound on the bytes of task rows accepted and not yet written: 256 MiB.
+/// Default bound on the memory of rows accepted and not yet written, writes in flight
+/// included: 256 MiB (208 MiB of task rows with the default two lanes of 8 MiB writes).
 pub const DEFAULT_MAX_PENDING_BYTES: usize = 256 << 20;
+/// What a write in flight holds beyond its rows, in multiples of `max_batch_bytes`: the
+/// driver's copy of the rows as query parameters (1), and their encoding for the wire, in a
+/// buffer that grows by doubling (up to 2). Measured in BENCHMARKS.md, session 20261202f.
+pub const IN_FLIGHT_COPIES: usize = 3;
+
+fn in_flight_reserve(write_lanes: usize, max_batch_bytes: usize) -> usize {
+    write_lanes
+        .saturating_mul(IN_FLIGHT_COPIES)
+        .saturating_mul(max_batch_bytes)
+}
 /// Default number of write lanes (each run always uses the same one): two. Chunks of at
 /// least [`DEFAULT_MIN_OVERLAP_BYTES`] (large outputs) go out in parallel, one transaction per
 /// lane; smaller chunks of both lanes go out together as one transaction, as with one lane.
@@ -275,6 +286,49 @@ pub const DEFAULT_RUN_MAILBOX: usize = 256;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default upper bound on run-actor threads (the default is half the CPUs, at most this).
 pub const DEFAULT_MAX_ARBITERS: usize = 4;
+
+/// Default segment size of the disk buffer: a segment is deleted once all its rows are in the
+/// database, so this is also the granularity at which disk space comes back.
+pub const DEFAULT_BUFFER_SEGMENT_BYTES: u64 = 64 << 20;
+/// Default sync interval of the disk buffer (see [`SyncPolicy::Interval`]).
+pub const DEFAULT_BUFFER_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// When the disk buffer forces appended rows to the disk (`fdatasync`).
+///
+/// Rows reach the operating system as they are appended either way, so a killed process loses
+/// none of them; the policy bounds what a power cut or a kernel crash can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncPolicy {
+    /// After every append, before its rows go to the database (slowest; nothing is lost).
+    EveryWrite,
+    /// At most this long after an append, whether or not more follow: a power cut loses at
+    /// most this much.
+    Interval(Duration),
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        SyncPolicy::Interval(DEFAULT_BUFFER_SYNC_INTERVAL)
+    }
+}
+
+/// What happens when rows waiting for the database reach `max_pending_rows` or
+/// `max_pending_bytes` (Vector's `when_full`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// `task_finished` waits until there is room (`try_task_finished` returns `Full`).
+    #[default]
+    Block,
+    /// `task_finished` returns [`RecordError::Full`](crate::RecordError::Full) at once (counted
+    /// in `full_rejections`); the caller decides.
+    Reject,
+    /// New rows go to the disk buffer instead of memory, and are read back in order as the
+    /// database catches up: `task_finished` does not wait for the database. Needs
+    /// [`with_buffer_dir`](AggregatorConfigBuilder::with_buffer_dir).
+    Overflow,
+}
 
 /// How an [`Aggregator`](crate::Aggregator) connects and batches.
 ///
@@ -298,6 +352,10 @@ pub struct AggregatorConfig {
     pub(crate) on_rejected: Option<RejectedHandler>,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) spill_path: Option<PathBuf>,
+    pub(crate) buffer_dir: Option<PathBuf>,
+    pub(crate) buffer_sync: SyncPolicy,
+    pub(crate) buffer_segment_bytes: u64,
+    pub(crate) when_full: WhenFull,
 }
 
 impl fmt::Debug for AggregatorConfig {
@@ -318,6 +376,10 @@ impl fmt::Debug for AggregatorConfig {
             .field("instance_id", &self.instance_id)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("spill_path", &self.spill_path)
+            .field("buffer_dir", &self.buffer_dir)
+            .field("buffer_sync", &self.buffer_sync)
+            .field("buffer_segment_bytes", &self.buffer_segment_bytes)
+            .field("when_full", &self.when_full)
             .field(
                 "on_rejected",
                 &self.on_rejected.as_ref().map(|_| "<handler>"),
@@ -348,6 +410,10 @@ impl AggregatorConfig {
                 on_rejected: None,
                 heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
                 spill_path: None,
+                buffer_dir: None,
+                buffer_sync: SyncPolicy::default(),
+                buffer_segment_bytes: DEFAULT_BUFFER_SEGMENT_BYTES,
+                when_full: WhenFull::Block,
             },
             neo4j: None,
         }
@@ -388,9 +454,22 @@ impl AggregatorConfig {
         self.max_batch_bytes
     }
 
-    /// Bound on the bytes of task rows accepted and not yet written.
+    /// Bound on the memory of rows accepted and not yet written, writes in flight included.
     pub fn max_pending_bytes(&self) -> usize {
         self.max_pending_bytes
+    }
+
+    /// What the writes in flight may hold beyond their rows, kept out of the senders' budget:
+    /// per write lane, [`IN_FLIGHT_COPIES`] times `max_batch_bytes`.
+    pub fn in_flight_reserve(&self) -> usize {
+        in_flight_reserve(self.write_lanes, self.max_batch_bytes)
+    }
+
+    /// The senders' byte budget: `max_pending_bytes` less the [in-flight
+    /// reserve](Self::in_flight_reserve). Accepted task rows wait for the database within it.
+    pub fn row_budget(&self) -> usize {
+        self.max_pending_bytes
+            .saturating_sub(self.in_flight_reserve())
     }
 
     /// Write lanes: at most this many write transactions in flight at once.
@@ -416,6 +495,16 @@ impl AggregatorConfig {
     /// Time between heartbeats of live runs.
     pub fn heartbeat_interval(&self) -> Duration {
         self.heartbeat_interval
+    }
+
+    /// The disk buffer's directory, if any.
+    pub fn buffer_dir(&self) -> Option<&std::path::Path> {
+        self.buffer_dir.as_deref()
+    }
+
+    /// What happens when pending rows reach their bounds.
+    pub fn when_full(&self) -> WhenFull {
+        self.when_full
     }
 
     /// Where shutdown appends rows it could not write, if anywhere.
@@ -488,13 +577,16 @@ impl AggregatorConfigBuilder {
         self
     }
 
-    /// Bound on the bytes of task rows accepted and not yet written, next to
-    /// [`with_max_pending_rows`](Self::with_max_pending_rows): at either bound `task_finished`
-    /// waits and `try_task_finished` returns `Full`. A single row heavier than the bound is
-    /// accepted once nothing else is pending. Memory beyond this: about three times
-    /// `max_batch_bytes` per write lane while writes are in flight (the driver's copy of a
-    /// batch and its encoding). At least `max_batch_bytes`, at most
-    /// `tokio::sync::Semaphore::MAX_PERMITS`. Default: [`DEFAULT_MAX_PENDING_BYTES`].
+    /// Bound on the memory of rows accepted and not yet written, next to
+    /// [`with_max_pending_rows`](Self::with_max_pending_rows). Part of it is kept for the
+    /// writes in flight, which hold the driver's copy of their rows and its encoding
+    /// ([`in_flight_reserve`](AggregatorConfig::in_flight_reserve): [`IN_FLIGHT_COPIES`] times
+    /// `max_batch_bytes` per write lane); the rest is the senders' budget for task rows by
+    /// [`TaskRow::weight`](crate::rows::TaskRow::weight): at that bound `task_finished` waits
+    /// and `try_task_finished` returns `Full`. A single row heavier than the budget is accepted
+    /// once nothing else is pending (and costs its own copies in flight). At least the reserve
+    /// plus one `max_batch_bytes` of rows, at most `tokio::sync::Semaphore::MAX_PERMITS`.
+    /// Default: [`DEFAULT_MAX_PENDING_BYTES`].
     pub fn with_max_pending_bytes(mut self, bytes: usize) -> Self {
         self.config.max_pending_bytes = bytes;
         self
@@ -571,6 +663,43 @@ impl AggregatorConfigBuilder {
         self
     }
 
+    /// A directory for the disk buffer: every row runtally accepts is appended there (a
+    /// write-ahead log of checksummed records in segment files) before it goes to the
+    /// database, and a segment is deleted once all its rows are in the database. A process
+    /// killed (`SIGKILL`, out of memory) loses only what its last few milliseconds accepted and
+    /// nothing once it has been idle that long; the next [`Aggregator::start`] with the same
+    /// directory writes what is on disk first, in order. With [`WhenFull::Overflow`] it also
+    /// holds what does not fit in memory. One process at a time: another one's start fails with
+    /// [`BufferError::Locked`](crate::BufferError::Locked). Default: none (rows live in memory
+    /// only).
+    ///
+    /// [`Aggregator::start`]: crate::Aggregator::start
+    pub fn with_buffer_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.buffer_dir = Some(dir.into());
+        self
+    }
+
+    /// When the disk buffer forces its appends to the disk. Default:
+    /// [`SyncPolicy::Interval`] of [`DEFAULT_BUFFER_SYNC_INTERVAL`].
+    pub fn with_buffer_sync(mut self, policy: SyncPolicy) -> Self {
+        self.config.buffer_sync = policy;
+        self
+    }
+
+    /// Size at which the disk buffer starts a new segment file. Default:
+    /// [`DEFAULT_BUFFER_SEGMENT_BYTES`].
+    pub fn with_buffer_segment_bytes(mut self, bytes: u64) -> Self {
+        self.config.buffer_segment_bytes = bytes;
+        self
+    }
+
+    /// What happens when pending rows reach `max_pending_rows` or `max_pending_bytes`.
+    /// Default: [`WhenFull::Block`].
+    pub fn with_when_full(mut self, when_full: WhenFull) -> Self {
+        self.config.when_full = when_full;
+        self
+    }
+
     /// Receives rows the database refuses permanently (they are also counted and logged).
     /// Default: none.
     pub fn with_rejected_handler(
@@ -613,12 +742,16 @@ impl AggregatorConfigBuilder {
         if config.max_batch_bytes == 0 {
             return Err(invalid("max_batch_bytes", "must be at least 1"));
         }
-        if config.max_pending_bytes < config.max_batch_bytes {
+        let least = config
+            .in_flight_reserve()
+            .saturating_add(config.max_batch_bytes);
+        if config.max_pending_bytes < least {
             return Err(invalid(
                 "max_pending_bytes",
                 format!(
-                    "must be at least max_batch_bytes ({})",
-                    config.max_batch_bytes
+                    "must be at least {least}: {IN_FLIGHT_COPIES} times max_batch_bytes ({}) \
+                     for each of the {} write lanes' writes in flight, plus one batch of rows",
+                    config.max_batch_bytes, config.write_lanes
                 ),
             ));
         }
@@ -670,6 +803,21 @@ impl AggregatorConfigBuilder {
         }
         if config.run_mailbox == 0 {
             return Err(invalid("run_mailbox", "must be at least 1"));
+        }
+        if config.when_full == WhenFull::Overflow && config.buffer_dir.is_none() {
+            return Err(invalid(
+                "when_full",
+                "overflow needs a buffer directory (with_buffer_dir)",
+            ));
+        }
+        if config.buffer_segment_bytes == 0 {
+            return Err(invalid("buffer_segment_bytes", "must be at least 1"));
+        }
+        if matches!(config.buffer_sync, SyncPolicy::Interval(d) if d.is_zero()) {
+            return Err(invalid(
+                "buffer_sync",
+                "the interval must be above zero (use SyncPolicy::EveryWrite)",
+            ));
         }
         if config.instance_id.as_deref().is_some_and(str::is_empty) {
             return Err(invalid("instance_id", "must not be empty"));
@@ -799,6 +947,30 @@ mod tests {
         assert_eq!(
             field(b().with_max_batch_bytes(100).with_max_pending_bytes(99)),
             "max_pending_bytes"
+        );
+        // Two lanes of 100-byte writes in flight hold 600 bytes beyond their rows.
+        let lanes = |b: AggregatorConfigBuilder| b.with_write_lanes(2).with_max_batch_bytes(100);
+        assert_eq!(
+            field(lanes(b()).with_max_pending_bytes(699)),
+            "max_pending_bytes"
+        );
+        assert_eq!(field(b().with_when_full(WhenFull::Overflow)), "when_full");
+        assert!(b()
+            .with_when_full(WhenFull::Overflow)
+            .with_buffer_dir("/tmp/buffer")
+            .build()
+            .is_ok());
+        assert_eq!(
+            field(b().with_buffer_sync(SyncPolicy::Interval(Duration::ZERO))),
+            "buffer_sync"
+        );
+        let config = lanes(b())
+            .with_max_pending_bytes(700)
+            .build()
+            .expect("fits");
+        assert_eq!(
+            (config.in_flight_reserve(), config.row_budget()),
+            (600, 100)
         );
         assert_eq!(
             field(b().with_max_batch_rows(10).with_max_pending_rows(5)),

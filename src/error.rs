@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::ExecutionId;
@@ -564,6 +565,102 @@ pub enum ReconcileError {
     ShuttingDown,
 }
 
+/// Why the disk buffer could not do what was asked (see
+/// [`AggregatorConfigBuilder::with_buffer_dir`](crate::AggregatorConfigBuilder::with_buffer_dir)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BufferError {
+    /// Another process (or another aggregator in this one) has the directory open.
+    #[error("the buffer directory {} is in use by another process", dir.display())]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The disk (or the process's file-size limit) has no room for what was appended.
+    #[error("no space left to {action} {}", path.display())]
+    DiskFull {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Any other I/O error.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A segment file of another version of the buffer's format: refused rather than read
+    /// or deleted (a newer runtally wrote it; drain it with that version).
+    #[error("{} was written by another version of runtally's disk buffer", path.display())]
+    Format {
+        /// The segment file.
+        path: PathBuf,
+    },
+    /// The buffer's thread is gone (the aggregator stopped).
+    #[error("the disk buffer has stopped")]
+    Stopped,
+}
+
+impl BufferError {
+    /// An I/O error while doing `action` to `path`: [`BufferError::DiskFull`] when the disk or a
+    /// file-size limit is full, else [`BufferError::Io`].
+    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        let path = path.to_owned();
+        match source.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::FileTooLarge => {
+                BufferError::DiskFull {
+                    action,
+                    path,
+                    source,
+                }
+            }
+            _ => BufferError::Io {
+                action,
+                path,
+                source,
+            },
+        }
+    }
+
+    /// Whether the disk (or a file-size limit) is full: appends may succeed once room is made.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, BufferError::DiskFull { .. })
+    }
+}
+
+/// Why [`Aggregator::sync_buffer`](crate::Aggregator::sync_buffer) could not confirm that
+/// every accepted row is on disk.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncBufferError {
+    /// The aggregator has no disk buffer (see
+    /// [`with_buffer_dir`](crate::AggregatorConfigBuilder::with_buffer_dir)).
+    #[error("the aggregator has no disk buffer")]
+    NoBuffer,
+    /// Appends failed (a full disk, say: see the ERROR log and `metrics.buffer.errors`): these
+    /// rows are in memory only, and written from there.
+    #[error("{rows} accepted rows are not on disk: appending them failed")]
+    NotOnDisk {
+        /// Rows held in memory only.
+        rows: u64,
+    },
+    /// The sync failed.
+    #[error("the disk buffer could not sync")]
+    Buffer(#[from] BufferError),
+    /// The aggregator is shutting down.
+    #[error("the aggregator is shutting down")]
+    ShuttingDown,
+}
+
 /// Why an aggregator could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -578,6 +675,9 @@ pub enum StartError {
     /// The actor threads could not be started.
     #[error("cannot start runtally's threads")]
     Runtime(#[source] std::io::Error),
+    /// The disk buffer's directory cannot be used (another process has it, or I/O fails).
+    #[error("cannot open the disk buffer")]
+    Buffer(#[from] BufferError),
 }
 
 #[cfg(test)]
@@ -593,6 +693,58 @@ mod tests {
             }
             .to_string(),
             "execution id is empty"
+        );
+        let full = BufferError::io(
+            "append to",
+            Path::new("/b/1.seg"),
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert!(full.is_disk_full());
+        assert_eq!(full.to_string(), "no space left to append to /b/1.seg");
+        let io = BufferError::io(
+            "read",
+            Path::new("/b/ledger"),
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert!(!io.is_disk_full());
+        assert_eq!(io.to_string(), "cannot read /b/ledger");
+        assert_eq!(
+            BufferError::Stopped.to_string(),
+            "the disk buffer has stopped"
+        );
+        assert_eq!(
+            SyncBufferError::NotOnDisk { rows: 4 }.to_string(),
+            "4 accepted rows are not on disk: appending them failed"
+        );
+        assert_eq!(
+            SyncBufferError::NoBuffer.to_string(),
+            "the aggregator has no disk buffer"
+        );
+        assert_eq!(
+            SyncBufferError::Buffer(BufferError::Stopped).to_string(),
+            "the disk buffer could not sync"
+        );
+        assert_eq!(
+            SyncBufferError::ShuttingDown.to_string(),
+            "the aggregator is shutting down"
+        );
+        assert_eq!(
+            StartError::Buffer(BufferError::Stopped).to_string(),
+            "cannot open the disk buffer"
+        );
+        assert_eq!(
+            BufferError::Format {
+                path: PathBuf::from("/b/1.seg")
+            }
+            .to_string(),
+            "/b/1.seg was written by another version of runtally's disk buffer"
+        );
+        assert_eq!(
+            BufferError::Locked {
+                dir: PathBuf::from("/b")
+            }
+            .to_string(),
+            "the buffer directory /b is in use by another process"
         );
         assert_eq!(
             StoreError::timeout(Duration::from_secs(2)).to_string(),

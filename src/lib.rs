@@ -20,12 +20,18 @@
 //!   camelCase JSON ([`model`]).
 //! - [`AggregatorConfig`] and [`Neo4jConfig`]: builders with documented defaults ([`config`]).
 //! - [`store::Neo4jStore`]: the Cypher, and typed reads answering what the seed's readers ask.
+//! - The disk buffer ([`buffer`], [`AggregatorConfigBuilder::with_buffer_dir`]): a write-ahead
+//!   log of everything accepted, so a killed process or a long outage loses nothing.
+//! - With the `tracing-layer` feature, `runtally::layer(&aggregator)`: GenAI agent spans
+//!   become runs, through the same handles.
 //!
 //! # Architecture
 //!
 //! ```text
 //!  orchestrator threads            runtally's threads (actix arbiters)              database
 //!  ────────────────────            ───────────────────────────────────              ────────
+//!  (tracing spans ─► layer.rs:
+//!   try_task_finished on close)
 //!  RunHandle::task_finished ──► ExecutionActor (one per run, N arbiters)
 //!    (row built and checked        counters: each task's latest result
 //!     on the caller's thread;      status: failed the moment a task fails
@@ -33,8 +39,9 @@
 //!                                       ▼
 //!                               writer inbox (shared queue + doorbell)
 //!                                       │
-//!                                       ▼
-//!                               DbWriterActor (one, its own arbiter)
+//!                                       ▼             disk buffer thread (optional)
+//!                               DbWriterActor ◄─────► appends each delivery first,
+//!                               (one, its own arbiter) reads back the backlog ──► DIR/*.seg
 //!                                 pending rows coalesce: latest per task,
 //!                                 latest absolute state per run
 //!                                 batches by rows and bytes; a run's
@@ -56,21 +63,30 @@
 //! has its final state written with its last task rows (or, if they are already written, next).
 //! A registry of live runs lets [`Aggregator::run`] find a handle by id.
 //!
+//! With a disk buffer, the writer hands every delivery to the buffer's thread, which appends
+//! it as a checksummed record to a segment file, before its rows enter the pending writes; a
+//! segment is deleted once its rows are settled in the database. Rows that do not fit in
+//! memory (`WhenFull::Overflow`) stay on disk only and are read back in order.
+//!
 //! # Layout
 //!
 //! Modules depend one way, from the data up to the public handle; none names a module above it
 //! (`scripts/layers` checks this in the test suite).
 //!
 //! ```text
+//!  capture         layer.rs (the tracing layer) + layer/mapping.rs (span fields → runs, tasks)
+//!                         │
 //!  public handle   aggregator.rs (Aggregator, RunHandle)   registry.rs (live runs, generic)
 //!                         │
 //!  actors, store   execution.rs (ExecutionActor)  writer.rs (DbWriterActor)  store.rs (GraphStore)
 //!                  + execution/messages.rs        + writer/messages.rs       + store/neo4j.rs
-//!                                                                            + store/memory.rs
+//!                                                 + writer/spool.rs          + store/memory.rs
+//!                  buffer.rs (the disk buffer's thread) + buffer/segments.rs (files, recovery)
 //!                         │
 //!  pure cores      execution/counters.rs  execution/results.rs  writer/batch.rs (coalescing,
 //!                  chunks by rows and bytes)  writer/lanes.rs (which write goes next)
 //!                  retry.rs (backoff, retry decision)  inbox.rs (actor → writer queue)
+//!                  buffer/record.rs (record format, checksums)
 //!                  slots.rs (pending bounds)  config.rs (builders, defaults)
 //!                         │
 //!  data            model.rs (ids, TaskResult, ModelError)  rows.rs (graph rows)
@@ -154,14 +170,18 @@
 //!   written at once, but only its `status` (no counters, no end time). Rows the database
 //!   refused for good (see below) are the one exception: the counters include them.
 //! - **Backpressure, not loss.** At most `max_pending_rows` task rows, and at most
-//!   `max_pending_bytes` of them by [`weight`](rows::TaskRow::weight), wait for the database.
-//!   At either bound `task_finished` waits and `try_task_finished` returns
-//!   [`RecordError::Full`]; nothing is dropped to make room. During an outage and while its
-//!   backlog drains, the heap grows by at most `max_pending_bytes` plus, per write lane, about
-//!   three times `max_batch_bytes` (a write in flight holds the driver's copy of its rows and
-//!   their encoding), whatever the output size (measured: 64 MiB bound, 8 MiB batches, two
-//!   lanes, 2,000 results of 200 KB: 98 MiB heap peak of a 116 MiB allowance; the resident
-//!   set, which adds what the allocator keeps, grew by 105 to 131 MiB).
+//!   `max_pending_bytes` of memory, wait for the database in memory. Part of the bytes is kept for the
+//!   writes in flight (a write holds the driver's copy of its rows and their encoding: three
+//!   times `max_batch_bytes` per write lane, [`AggregatorConfig::in_flight_reserve`]); the
+//!   rest bounds accepted task rows by [`weight`](rows::TaskRow::weight). At either bound,
+//!   as [`WhenFull`] says: `task_finished` waits (`Block`, the default; `try_task_finished`
+//!   returns [`RecordError::Full`]), returns `Full` at once (`Reject`), or new rows go to the
+//!   disk buffer only (`Overflow`: memory then holds at most half the budget, the rest is for
+//!   rows on their way to the disk, and senders wait only if the disk cannot keep up);
+//!   nothing is dropped to make room. So during an outage and while its backlog drains, the heap grows by
+//!   at most `max_pending_bytes`, whatever the output size (measured: 64 MiB bound, 8 MiB
+//!   batches, two lanes, 2,000 results of 200 KB: 49.9 MiB heap peak; the resident set, which
+//!   adds what the allocator keeps, grew by 49 to 65 MiB).
 //! - **Database outage.** Writes are retried with capped exponential backoff and jitter, without
 //!   limit; meanwhile results are accepted up to the bound. An unreachable database does not
 //!   stop [`Aggregator::start`]; rejected credentials or a bad URI do.
@@ -172,14 +192,27 @@
 //!   refuses for its size ([`StoreError::is_too_large`]) is split by bytes at once; a single
 //!   row still too large is refused that way, never retried.
 //! - **Shutdown.** [`shutdown`](Aggregator::shutdown) stops accepting, writes everything it can
-//!   until its deadline, and reports the rest; with a
-//!   [spill file](AggregatorConfigBuilder::with_spill_path) the rest is appended there and
-//!   `runtally replay FILE` restores it exactly.
-//! - **Crash.** Rows accepted but not yet written are lost with the process. Its unfinished
-//!   runs (and runs whose final state had not been written, which it never is before their
-//!   tasks) stay `running` in the database until [`Aggregator::reconcile_stale`] (or
-//!   `runtally reconcile`) marks them `failed` with `error = 'interrupted'`: every execution
-//!   node records its owner and a heartbeat the writer refreshes.
+//!   until its deadline, and reports the rest; with a disk buffer the rest stays there for the
+//!   next start ([`ShutdownReport::buffered_rows`]); with a
+//!   [spill file](AggregatorConfigBuilder::with_spill_path) what the buffer does not hold is
+//!   appended there and `runtally replay FILE` restores it exactly.
+//! - **Crash.** Without a disk buffer, rows accepted but not yet written are lost with the
+//!   process. With one ([`with_buffer_dir`](AggregatorConfigBuilder::with_buffer_dir)),
+//!   every delivery of a run's rows is appended before it can reach the database, so a killed
+//!   process (`SIGKILL`, out of memory) loses only results accepted in its last few
+//!   milliseconds (queued for their run actor, or on their way to the buffer's thread), and
+//!   none once it has been idle that long or once [`Aggregator::sync_buffer`] returned; a
+//!   power cut can also take what was appended within the [`SyncPolicy`] interval. The next
+//!   [`Aggregator::start`] on the same directory (or `runtally drain`) writes what the log
+//!   holds first, in order; torn or corrupt records are skipped and reported (segment, offset),
+//!   and everything else is replayed. Unfinished runs stay `running` in the database until
+//!   [`Aggregator::reconcile_stale`] (or `runtally reconcile`) marks them `failed` with
+//!   `error = 'interrupted'`: every execution node records its owner and a heartbeat the
+//!   writer refreshes.
+//! - **Disk full.** A failed append is a [`BufferError`] in the log at ERROR and in
+//!   `metrics.buffer.errors`, never a panic or a drop: those rows are written from memory
+//!   ([`Aggregator::sync_buffer`] reports them as not on disk), and backlog rows the disk
+//!   refuses wait in memory, under the same bounds, until it takes them or the database does.
 //!
 //! # Configuration
 //!
@@ -193,7 +226,7 @@
 //! | `with_flush_interval` | 100 ms | longest wait before pending rows are flushed |
 //! | `with_max_pending_rows` | 100,000 | bound on task rows waiting for the database |
 //! | `with_max_batch_bytes` | 8 MiB | bytes of rows per write transaction (a larger row goes alone) |
-//! | `with_max_pending_bytes` | 256 MiB | bound on bytes of task rows waiting for the database |
+//! | `with_max_pending_bytes` | 256 MiB | bound on the memory of rows waiting for the database, writes in flight included |
 //! | `with_write_lanes` | 2 | write lanes, at most one transaction in flight each (each run keeps to one lane); small chunks of all lanes go out as one transaction |
 //! | `with_min_overlap_bytes` | 1 MiB | lanes write at the same time only while every write in flight is a chunk this large; smaller writes take turns |
 //! | `with_write_timeout` | 30 s | one write's time limit before it is retried |
@@ -201,7 +234,11 @@
 //! | `with_arbiters` | half the CPUs, 1 to 4 | threads for the run actors |
 //! | `with_run_mailbox` | 256 | results queued per run before senders wait |
 //! | `with_heartbeat_interval` | 30 s | heartbeat of live runs, for reconciliation |
-//! | `with_spill_path` | none | where shutdown appends rows it could not write |
+//! | `with_spill_path` | none | where shutdown appends rows it could not write (and the disk buffer does not hold) |
+//! | `with_buffer_dir` | none | the disk buffer's directory: a write-ahead log of everything accepted |
+//! | `with_when_full` | `Block` | at the memory bounds: wait, refuse (`Reject`), or go to the disk buffer (`Overflow`) |
+//! | `with_buffer_sync` | every 100 ms | when the disk buffer forces its appends to the disk |
+//! | `with_buffer_segment_bytes` | 64 MiB | size of one segment file of the disk buffer |
 //! | `with_rejected_handler` | none | receives rows the database refused |
 //! | `with_instance_id` | host/pid/random | this process's `runtallyOwner` |
 //!
@@ -215,18 +252,25 @@
 //! - `metrics`: publishes the aggregator's metrics through the
 //!   [`metrics`](https://docs.rs/metrics) facade under Prometheus-style names; see
 //!   [`metrics::facade`](crate::metrics).
+//! - `tracing-layer`: [`layer()`](crate::layer()), a `tracing_subscriber::Layer` that turns
+//!   GenAI agent spans (rig's, or any following the OpenTelemetry GenAI conventions) into runs
+//!   and tasks with no runtally call in the host's code; the mapping is in the `layer`
+//!   module's docs. Adds `tracing-subscriber` with its `registry` only.
 //!
 //! # Minimum supported Rust version
 //!
-//! Rust 1.85.
+//! Rust 1.89.
 
 pub mod aggregator;
 #[doc(hidden)]
 pub mod bench_support;
+pub mod buffer;
 pub mod config;
 pub mod error;
 mod execution;
 mod inbox;
+#[cfg(feature = "tracing-layer")]
+pub mod layer;
 pub mod metrics;
 pub mod model;
 mod registry;
@@ -240,13 +284,18 @@ mod sync;
 mod writer;
 
 pub use aggregator::{Aggregator, RunHandle, RunStart, ShutdownReport};
-pub use config::{AggregatorConfig, AggregatorConfigBuilder, Neo4jConfig, Neo4jConfigBuilder};
+pub use config::{
+    AggregatorConfig, AggregatorConfigBuilder, Neo4jConfig, Neo4jConfigBuilder, SyncPolicy,
+    WhenFull,
+};
 pub use error::{
-    BeginError, ConfigError, FlushError, ModelError, ReconcileError, RecordError, StartError,
-    StoreError, StoreErrorKind,
+    BeginError, BufferError, ConfigError, FlushError, ModelError, ReconcileError, RecordError,
+    StartError, StoreError, StoreErrorKind, SyncBufferError,
 };
 pub use execution::{RunSnapshot, Totals};
-pub use metrics::{FlushReason, MetricsSnapshot};
+#[cfg(feature = "tracing-layer")]
+pub use layer::{layer, RuntallyLayer};
+pub use metrics::{BufferMetrics, FlushReason, MetricsSnapshot, TracingMetrics};
 pub use model::{
     ExecutionId, PlanId, QcVerification, RunStatus, TaskDefinition, TaskId, TaskResult, TaskStatus,
     TokenUsage,

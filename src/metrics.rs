@@ -78,6 +78,13 @@ pub(crate) struct Metrics {
     pub(crate) run_sent: AtomicU64,
     pub(crate) full_rejections: AtomicU64,
     pub(crate) live_runs: AtomicI64,
+    // Written by the tracing layer, on the host's threads.
+    pub(crate) tracing_runs: AtomicU64,
+    pub(crate) tracing_tasks: AtomicU64,
+    pub(crate) tracing_dropped: AtomicU64,
+    pub(crate) tracing_malformed: AtomicU64,
+    pub(crate) tracing_open_runs: AtomicI64,
+    pub(crate) tracing_open_tasks: AtomicI64,
     _callers: CacheLine,
     // Written by the run actors.
     pub(crate) run_handled: AtomicU64,
@@ -107,6 +114,17 @@ pub(crate) struct Metrics {
     /// Whether a follower's `NotALeader` refusal was logged at ERROR already (once per writer).
     pub(crate) not_a_leader_logged: AtomicBool,
     pub(crate) database_up: AtomicBool,
+    /// Rows held on disk only (the backlog), by the writer.
+    pub(crate) buffer_backlog_rows: AtomicI64,
+    pub(crate) overflow_events: AtomicU64,
+    // Written by the disk buffer's thread.
+    pub(crate) buffer_bytes: AtomicU64,
+    pub(crate) buffer_segments: AtomicU64,
+    pub(crate) buffer_records_appended: AtomicU64,
+    pub(crate) buffer_bytes_appended: AtomicU64,
+    pub(crate) buffer_records_loaded: AtomicU64,
+    pub(crate) buffer_records_skipped: AtomicU64,
+    pub(crate) buffer_errors: AtomicU64,
     flush_latency_us: Mutex<Histogram<u64>>,
     batch_bytes: Mutex<Histogram<u64>>,
 }
@@ -118,6 +136,12 @@ impl Default for Metrics {
             run_sent: AtomicU64::new(0),
             full_rejections: AtomicU64::new(0),
             live_runs: AtomicI64::new(0),
+            tracing_runs: AtomicU64::new(0),
+            tracing_tasks: AtomicU64::new(0),
+            tracing_dropped: AtomicU64::new(0),
+            tracing_malformed: AtomicU64::new(0),
+            tracing_open_runs: AtomicI64::new(0),
+            tracing_open_tasks: AtomicI64::new(0),
             _callers: CacheLine::default(),
             run_handled: AtomicU64::new(0),
             runs_finished: Default::default(),
@@ -144,6 +168,15 @@ impl Default for Metrics {
             oversize_splits: AtomicU64::new(0),
             not_a_leader_logged: AtomicBool::new(false),
             database_up: AtomicBool::new(false),
+            buffer_backlog_rows: AtomicI64::new(0),
+            overflow_events: AtomicU64::new(0),
+            buffer_bytes: AtomicU64::new(0),
+            buffer_segments: AtomicU64::new(0),
+            buffer_records_appended: AtomicU64::new(0),
+            buffer_bytes_appended: AtomicU64::new(0),
+            buffer_records_loaded: AtomicU64::new(0),
+            buffer_records_skipped: AtomicU64::new(0),
+            buffer_errors: AtomicU64::new(0),
             // 1 µs to 10 min at 3 significant digits.
             flush_latency_us: Mutex::new(
                 Histogram::new_with_bounds(1, 600_000_000, 3)
@@ -260,6 +293,25 @@ impl Metrics {
             rows_dropped: self.rows_dropped.load(Relaxed),
             rows_spilled: self.rows_spilled.load(Relaxed),
             database_up: self.database_up.load(Relaxed),
+            buffer: BufferMetrics {
+                bytes: self.buffer_bytes.load(Relaxed),
+                segments: self.buffer_segments.load(Relaxed),
+                backlog_rows: self.buffer_backlog_rows.load(Relaxed).max(0) as u64,
+                records_appended: self.buffer_records_appended.load(Relaxed),
+                bytes_appended: self.buffer_bytes_appended.load(Relaxed),
+                records_loaded: self.buffer_records_loaded.load(Relaxed),
+                records_skipped: self.buffer_records_skipped.load(Relaxed),
+                overflow_events: self.overflow_events.load(Relaxed),
+                errors: self.buffer_errors.load(Relaxed),
+            },
+            tracing: TracingMetrics {
+                runs: self.tracing_runs.load(Relaxed),
+                tasks: self.tracing_tasks.load(Relaxed),
+                dropped: self.tracing_dropped.load(Relaxed),
+                malformed_fields: self.tracing_malformed.load(Relaxed),
+                open_runs: self.tracing_open_runs.load(Relaxed).max(0) as u64,
+                open_tasks: self.tracing_open_tasks.load(Relaxed).max(0) as u64,
+            },
         }
     }
 }
@@ -300,6 +352,31 @@ pub struct SizeSummary {
     pub p99: u64,
     /// Largest.
     pub max: u64,
+}
+
+/// The disk buffer (all zero without one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BufferMetrics {
+    /// Bytes of the segment files on disk now.
+    pub bytes: u64,
+    /// Segment files on disk now.
+    pub segments: u64,
+    /// Rows held on disk only, waiting to be read back (an overflow, or a previous process's).
+    pub backlog_rows: u64,
+    /// Records appended (one per delivery of a run's rows).
+    pub records_appended: u64,
+    /// Bytes appended.
+    pub bytes_appended: u64,
+    /// Records read back from the backlog.
+    pub records_loaded: u64,
+    /// Records skipped as torn, corrupt or undecodable (each logged with its segment and
+    /// offset).
+    pub records_skipped: u64,
+    /// Times memory filled and new rows started going to the disk buffer.
+    pub overflow_events: u64,
+    /// Failed appends, syncs, reads or deletions (a full disk among them).
+    pub errors: u64,
 }
 
 /// How many flushes each reason started.
@@ -381,6 +458,29 @@ pub struct MetricsSnapshot {
     pub rows_spilled: u64,
     /// Whether the last database call succeeded.
     pub database_up: bool,
+    /// The disk buffer.
+    pub buffer: BufferMetrics,
+    /// The `tracing` layer (all 0 without the `tracing-layer` feature).
+    pub tracing: TracingMetrics,
+}
+
+/// What the `tracing` layer recorded from spans, and what it could not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TracingMetrics {
+    /// Runs begun from spans.
+    pub runs: u64,
+    /// Task results recorded from spans.
+    pub tasks: u64,
+    /// Runs, results or run ends from spans that runtally refused (full, shutting down, an id
+    /// already live, an invalid value): not recorded, logged at WARN.
+    pub dropped: u64,
+    /// Field values ignored for their type or range (negative tokens, text for a number).
+    pub malformed_fields: u64,
+    /// Run spans open now (their runs are live).
+    pub open_runs: u64,
+    /// Task spans open now (their results are not recorded until they close).
+    pub open_tasks: u64,
 }
 
 #[cfg(test)]

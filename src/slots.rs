@@ -21,6 +21,9 @@ pub(crate) struct Slots {
     bytes: Arc<Semaphore>,
     /// The most one row is charged: `max_pending_bytes`, and at most what one acquire can take.
     cap: usize,
+    /// Slots the writer took for rows read back from the disk buffer beyond what was free
+    /// (rows, bytes): the next releases pay it back before freeing anything.
+    debt: std::sync::Mutex<(usize, usize)>,
 }
 
 /// The slots one or more accepted rows hold. Dropping it gives them back; once the rows are
@@ -41,6 +44,7 @@ impl Slots {
             rows: Arc::new(Semaphore::new(max_rows)),
             bytes: Arc::new(Semaphore::new(max_bytes)),
             cap: max_bytes.min(u32::MAX as usize),
+            debt: std::sync::Mutex::new((0, 0)),
         }
     }
 
@@ -82,8 +86,36 @@ impl Slots {
         Ok(Slot { rows, bytes })
     }
 
+    /// Takes slots for rows that are already in memory (read back from the disk buffer), without
+    /// waiting: what is free now, and what is not becomes a debt that later releases pay back.
+    pub(crate) fn take(&self, rows: usize, bytes: usize) {
+        let got_rows = self.rows.forget_permits(rows);
+        let got_bytes = self.bytes.forget_permits(bytes);
+        let mut debt = crate::sync::lock(&self.debt);
+        debt.0 += rows - got_rows;
+        debt.1 += bytes - got_bytes;
+    }
+
+    /// Rows and bytes free now.
+    pub(crate) fn free(&self) -> (usize, usize) {
+        (
+            self.rows.available_permits(),
+            self.bytes.available_permits(),
+        )
+    }
+
     /// Gives back the slots of rows the writer settled (written, replaced or refused).
-    pub(crate) fn release(&self, rows: usize, bytes: usize) {
+    pub(crate) fn release(&self, mut rows: usize, mut bytes: usize) {
+        {
+            let mut debt = crate::sync::lock(&self.debt);
+            if *debt != (0, 0) {
+                let paid = (rows.min(debt.0), bytes.min(debt.1));
+                debt.0 -= paid.0;
+                debt.1 -= paid.1;
+                rows -= paid.0;
+                bytes -= paid.1;
+            }
+        }
         if rows > 0 {
             self.rows.add_permits(rows);
         }
@@ -183,6 +215,21 @@ mod tests {
         assert_eq!(slots.free_bytes(), 900);
         slots.release(1, 100);
         assert_eq!(slots.free_bytes(), 1000);
+    }
+
+    #[test]
+    fn slots_taken_beyond_what_is_free_are_paid_back_before_anything_is_freed() {
+        let slots = Slots::new(10, 1000);
+        let held = slots.try_acquire(800).expect("room");
+        slots.take(2, 500);
+        assert_eq!(slots.free(), (7, 0), "200 bytes were free, 300 are owed");
+        slots.release(1, 250);
+        assert_eq!(slots.free(), (8, 0), "the debt took the bytes");
+        slots.release(1, 250);
+        assert_eq!(slots.free(), (9, 200));
+        held.forget();
+        slots.release(1, 800);
+        assert_eq!(slots.free(), (10, 1000));
     }
 
     #[tokio::test]

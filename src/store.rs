@@ -19,7 +19,7 @@ pub mod memory;
 pub mod neo4j;
 mod nodelay;
 
-pub use memory::{MemoryStore, NullStore};
+pub use memory::{DownStore, MemoryStore, NullStore};
 pub use neo4j::Neo4jStore;
 
 /// A boxed, sendable future, so [`GraphStore`] can be used as a trait object.

@@ -25,6 +25,11 @@
 //! the batch bounds ([`lanes::Lane::join`]): small rows cost one transaction per flush however
 //! many lanes there are, as with one lane.
 //!
+//! With a disk buffer ([`spool`], `crate::buffer`), every delivery is appended to the buffer
+//! before its rows enter the pending writes, so nothing reaches the database that is not on
+//! disk first; with `WhenFull::Overflow`, deliveries that would take memory past half the
+//! senders' budget go to the buffer only and are read back in order as the lanes drain.
+//!
 //! A chunk that fails with a retriable error is sent again, with backoff, until it succeeds or a
 //! shutdown deadline passes. One that fails permanently is split in halves until the rows the
 //! database refuses are isolated; every other row is written and the refused ones are reported
@@ -38,7 +43,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
-use crate::error::{chain, FlushError, StoreError};
+use crate::buffer::{DiskBuffer, Opened, Reply, Request};
+use crate::error::{chain, BufferError, FlushError, StoreError, SyncBufferError};
 use crate::metrics::{FlushReason, Metrics};
 use crate::model::ExecutionId;
 use crate::registry::LiveRuns;
@@ -49,13 +55,15 @@ use crate::store::GraphStore;
 pub(crate) mod batch;
 pub(crate) mod lanes;
 pub(crate) mod messages;
+pub(crate) mod spool;
 
 use crate::inbox::{Delivery, Inbox, Ring};
 use crate::rejected::RejectedWrite;
 use crate::retry::{decide, Decision, RetryPolicy};
 use batch::{split, Chunk, ChunkLimits};
 use lanes::{lane_of, may_overlap, Busy, Lane, Next, Schedule};
-use messages::{Connect, Drained, Flush, ReconcileStale, Shutdown};
+use messages::{BufferSynced, Connect, Drained, Flush, ReconcileStale, Shutdown, SyncBuffer};
+use spool::{Charge, Spool};
 
 /// The writer's settings (taken from `AggregatorConfig`).
 #[derive(Clone)]
@@ -69,6 +77,12 @@ pub(crate) struct WriterSettings {
     pub(crate) write_timeout: Duration,
     pub(crate) retry: RetryPolicy,
     pub(crate) on_rejected: Option<crate::rejected::RejectedHandler>,
+    /// The senders' byte budget (`row_budget`) and row bound, which the disk buffer's
+    /// overflow and read-back keep memory within.
+    pub(crate) row_budget: usize,
+    pub(crate) max_pending_rows: usize,
+    /// `WhenFull::Overflow`: rows that do not fit go to the disk buffer only.
+    pub(crate) overflow: bool,
 }
 
 /// How often the writer publishes through the `metrics` facade.
@@ -103,6 +117,9 @@ struct Part {
 }
 
 struct FlushWaiter {
+    /// With a disk buffer: the last record the flush covers, until it is in the lanes (then
+    /// the lanes are sealed and `seals` set).
+    after_seq: Option<u64>,
     /// Per lane, the last seal the flush must see settled.
     seals: Vec<u64>,
     /// Rows refused since the flush began in the chunks it covers (its seals or earlier): a
@@ -134,8 +151,24 @@ pub(crate) struct DbWriterActor {
     metrics: Arc<Metrics>,
     /// Shutdown deadline, watched by the writes in flight so they stop retrying in time.
     deadline: watch::Sender<Option<Instant>>,
-    shutdown: Option<oneshot::Sender<Drained>>,
+    /// Answered with what was not written, and the disk buffer's close (if it has one).
+    shutdown: Option<oneshot::Sender<(Drained, Option<BufferClosing>)>>,
     unwritten: Vec<WriteBatch>,
+    /// The disk buffer, if configured.
+    buffer: Option<Buffering>,
+}
+
+/// The disk buffer thread's answer to `Close`.
+type BufferClosing = oneshot::Receiver<Result<(), BufferError>>;
+
+/// The disk buffer, from the writer's side.
+struct Buffering {
+    disk: DiskBuffer,
+    spool: Spool,
+    /// The buffer thread's replies, until `started` makes them a stream.
+    replies: Option<tokio::sync::mpsc::UnboundedReceiver<Reply>>,
+    /// `sync_buffer` callers: the last record each covers.
+    syncs: Vec<(u64, oneshot::Sender<Result<BufferSynced, SyncBufferError>>)>,
 }
 
 impl DbWriterActor {
@@ -146,7 +179,24 @@ impl DbWriterActor {
         permits: Arc<Slots>,
         registry: Arc<dyn LiveRuns>,
         metrics: Arc<Metrics>,
+        buffer: Option<Opened>,
     ) -> Self {
+        let buffer = buffer.map(|opened| {
+            metrics
+                .buffer_backlog_rows
+                .store(opened.recovery.rows as i64, Relaxed);
+            Buffering {
+                disk: opened.buffer,
+                spool: Spool::new(
+                    opened.next_seq,
+                    opened.settled,
+                    opened.recovery.records > 0,
+                    opened.recovery.rows,
+                ),
+                replies: Some(opened.replies),
+                syncs: Vec::new(),
+            }
+        });
         let lanes = (0..settings.write_lanes.max(1))
             .map(|_| Lane::new(permits.cap()))
             .collect();
@@ -167,6 +217,7 @@ impl DbWriterActor {
             deadline: watch::channel(None).0,
             shutdown: None,
             unwritten: Vec::new(),
+            buffer,
         }
     }
 
@@ -175,16 +226,30 @@ impl DbWriterActor {
         &mut self.lanes[i]
     }
 
-    /// Moves everything in the inbox into the lanes' pending writes (where rows coalesce).
-    /// Returns whether anything urgent or a full batch arrived.
+    /// Takes everything in the inbox: into the lanes' pending writes (where rows coalesce), or,
+    /// with a disk buffer, to the buffer first. Returns whether anything urgent or a full batch
+    /// arrived in the lanes.
     fn take_inbox(&mut self) -> bool {
         self.inbox.take_into(&mut self.spare);
+        let mut deliveries = std::mem::take(&mut self.spare);
+        let wake = if self.buffer.is_some() {
+            self.spool_all(&mut deliveries);
+            false
+        } else {
+            self.accept_all(deliveries.drain(..))
+        };
+        self.spare = deliveries;
+        wake
+    }
+
+    /// Puts deliveries into the lanes' pending writes. Returns whether anything urgent or a full
+    /// batch arrived.
+    fn accept_all(&mut self, deliveries: impl IntoIterator<Item = Delivery>) -> bool {
         let mut wake = false;
         let mut replaced = 0;
         let mut replaced_bytes = 0;
         let limits = self.settings.limits();
-        let mut deliveries = std::mem::take(&mut self.spare);
-        for delivery in deliveries.drain(..) {
+        for delivery in deliveries {
             match delivery {
                 Delivery::Run {
                     execution,
@@ -203,12 +268,14 @@ impl DbWriterActor {
                 }
                 Delivery::Restore(batch) => {
                     for execution in batch.executions {
-                        let pushed =
-                            self.lane(&execution.id)
-                                .pending
-                                .push([execution], Vec::new(), false);
+                        let terminal = execution.is_terminal();
+                        let lane = self.lane(&execution.id);
+                        let pushed = lane.pending.push([execution], Vec::new(), false);
                         replaced += pushed.replaced;
                         replaced_bytes += pushed.replaced_bytes;
+                        if terminal {
+                            lane.final_arrived();
+                        }
                     }
                     for task in batch.tasks {
                         let lane = self.lane(&task.execution_id);
@@ -220,10 +287,387 @@ impl DbWriterActor {
                 }
             }
         }
-        self.spare = deliveries;
         // A replaced row will never be written: its slots are free now.
         self.permits.release(replaced, replaced_bytes);
         wake
+    }
+
+    /// What a delivery holds against the senders' budget.
+    fn charge(&self, delivery: &Delivery) -> Charge {
+        let (tasks, executions) = match delivery {
+            Delivery::Run { tasks, .. } => (tasks.as_slice(), 1),
+            Delivery::Restore(batch) => (batch.tasks.as_slice(), batch.executions.len()),
+        };
+        Charge {
+            tasks: tasks.len(),
+            bytes: tasks.iter().map(|t| self.permits.charge(t)).sum(),
+            rows: tasks.len() + executions,
+        }
+    }
+
+    /// Numbers deliveries and sends them to the disk buffer: kept ones come back to go into the
+    /// lanes once on disk; backlog ones stay there until read back. A delivery goes to the
+    /// backlog if one exists (order), or, with overflow, if memory would pass half the senders'
+    /// budget.
+    fn spool_all(&mut self, deliveries: &mut Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let charges: Vec<Charge> = deliveries.iter().map(|d| self.charge(d)).collect();
+        let (mut rows, mut memory) = self.memory();
+        let half = self.settings.row_budget / 2;
+        let half_rows = self.settings.max_pending_rows / 2;
+        let overflow = self.settings.overflow;
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        memory += buffer.spool.kept_bytes;
+        rows += buffer.spool.kept_rows;
+        let (mut kept, mut kept_first, mut kept_bytes) = (Vec::new(), 0, 0);
+        let (mut backlog, mut backlog_first) = (Vec::new(), 0);
+        let piece_bytes = self.settings.row_budget / 4;
+        for (delivery, charge) in deliveries.drain(..).zip(charges) {
+            let full = memory + charge.bytes > half || rows + charge.rows > half_rows;
+            let to_disk = buffer.spool.backlog || (overflow && full);
+            if to_disk {
+                // Records small enough to be read back a few at a time (see `maybe_load`).
+                for (piece, charge) in split_delivery(delivery, charge, piece_bytes, &self.permits)
+                {
+                    let seq = buffer.spool.assign();
+                    let finishes = finished_runs(&piece);
+                    if buffer.spool.backlog_record(seq, charge, finishes) {
+                        self.metrics.overflow_events.fetch_add(1, Relaxed);
+                        tracing::info!(
+                            pending_bytes = memory,
+                            "memory is half full; new rows go to the disk buffer until the \
+                             database catches up"
+                        );
+                    }
+                    if backlog.is_empty() {
+                        backlog_first = seq;
+                    }
+                    backlog.push(piece);
+                }
+            } else {
+                let seq = buffer.spool.assign();
+                if kept.is_empty() {
+                    kept_first = seq;
+                }
+                kept.push(delivery);
+                memory += charge.bytes;
+                rows += charge.rows;
+                kept_bytes += charge.bytes;
+            }
+        }
+        if !kept.is_empty() {
+            self.send_kept(kept_first, kept, kept_bytes);
+        }
+        if !backlog.is_empty() {
+            self.send_backlog(backlog_first, backlog);
+        }
+    }
+
+    fn send_kept(&mut self, first: u64, deliveries: Vec<Delivery>, bytes: usize) {
+        let rows: usize = deliveries.iter().map(|d| self.charge(d).rows).sum();
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        let request = Request::Append {
+            first,
+            deliveries,
+            backlog: false,
+        };
+        match buffer.disk.send(request) {
+            Ok(()) => {
+                buffer.spool.kept_in_flight += 1;
+                buffer.spool.kept_bytes += bytes;
+                buffer.spool.kept_rows += rows;
+            }
+            Err(Request::Append { deliveries, .. }) => {
+                // The buffer's thread is gone: the rows are written from memory only.
+                let last = first + deliveries.len() as u64 - 1;
+                buffer.spool.kept(last, rows as u64);
+                self.accept_all(deliveries);
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn send_backlog(&mut self, first: u64, deliveries: Vec<Delivery>) {
+        let rows: u64 = deliveries.iter().map(|d| self.charge(d).rows as u64).sum();
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        // One backlog append at a time, in record order: a failed one is sent again before
+        // anything after it.
+        buffer.spool.keep_for_retry(first, deliveries, rows);
+        // After a failure, the timer resends (not every new delivery).
+        if !buffer.spool.failed {
+            self.send_queued_backlog();
+        }
+    }
+
+    /// Sends every queued backlog delivery as one append, if none is in flight.
+    fn send_queued_backlog(&mut self) {
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        if !buffer.spool.may_send_queue() {
+            return;
+        }
+        let Some((first, deliveries)) = buffer.spool.take_retry() else {
+            return;
+        };
+        let rows: u64 = deliveries.iter().map(|d| charge_rows(d) as u64).sum();
+        let request = Request::Append {
+            first,
+            deliveries,
+            backlog: true,
+        };
+        match buffer.disk.send(request) {
+            Ok(()) => buffer.spool.backlog_sent(),
+            Err(Request::Append { deliveries, .. }) => {
+                buffer.spool.append_failed(first, deliveries, rows)
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Handles the disk buffer's answer to an append or a read-back.
+    fn buffer_replied(&mut self, reply: Reply, ctx: &mut Context<Self>) {
+        let mut wake = false;
+        let mut empty_load = false;
+        match reply {
+            Reply::Appended {
+                last,
+                backlog: false,
+                deliveries,
+                error,
+                ..
+            } => {
+                let (bytes, rows) = deliveries.iter().fold((0, 0), |(b, r), d| {
+                    let c = self.charge(d);
+                    (b + c.bytes, r + c.rows)
+                });
+                if let Some(buffer) = self.buffer.as_mut() {
+                    buffer.spool.kept_in_flight = buffer.spool.kept_in_flight.saturating_sub(1);
+                    buffer.spool.kept_bytes = buffer.spool.kept_bytes.saturating_sub(bytes);
+                    buffer.spool.kept_rows = buffer.spool.kept_rows.saturating_sub(rows);
+                    // A failed append (logged and counted by the buffer): the rows are
+                    // written from memory, and a crash before that would lose them.
+                    let unlogged = if error.is_some() { rows as u64 } else { 0 };
+                    buffer.spool.kept(last, unlogged);
+                    buffer.spool.answered = buffer.spool.answered.max(last);
+                }
+                wake = self.accept_all(deliveries);
+            }
+            Reply::Appended {
+                first,
+                last,
+                backlog: true,
+                deliveries,
+                error,
+            } => {
+                let rows: u64 = deliveries.iter().map(|d| self.charge(d).rows as u64).sum();
+                let Some(buffer) = self.buffer.as_mut() else {
+                    return;
+                };
+                buffer.spool.backlog_answered();
+                buffer.spool.answered = buffer.spool.answered.max(last);
+                match error {
+                    None => {
+                        // On disk: their slots are free for new results, and runs whose final
+                        // state is there leave the registry (else a long backlog would keep
+                        // every run it finishes in memory).
+                        let (freed, finished) = buffer.spool.backlog_on_disk(last);
+                        self.permits.release(freed.tasks, freed.bytes);
+                        for run in &finished {
+                            self.registry.remove_finished(run);
+                        }
+                        // What queued behind it goes next (a failed one waits for the timer).
+                        self.send_queued_backlog();
+                    }
+                    Some(_) => buffer.spool.append_failed(first, deliveries, rows),
+                }
+            }
+            Reply::Loaded { loaded, error } => {
+                if let Some(error) = error {
+                    tracing::warn!(error = %chain(&error), "disk buffer: read-back failed; retrying");
+                }
+                let mut tasks = 0;
+                let mut bytes = 0;
+                let mut rows = 0;
+                for (_, batch) in &loaded.records {
+                    tasks += batch.tasks.len();
+                    bytes += batch
+                        .tasks
+                        .iter()
+                        .map(|t| self.permits.charge(t))
+                        .sum::<usize>();
+                    rows += batch.len();
+                }
+                // In memory now: they hold slots like any pending row (taken, not waited for).
+                self.permits.take(tasks, bytes);
+                let last = loaded.records.last().map(|(seq, _)| *seq);
+                empty_load = last.is_none();
+                let mut from_memory = None;
+                if let Some(buffer) = self.buffer.as_mut() {
+                    if buffer.spool.loaded(last, rows as u64, loaded.caught_up) {
+                        tracing::info!("disk buffer's backlog read back; new rows stay in memory");
+                    }
+                    from_memory = buffer.spool.give_up_on_disk(loaded.caught_up);
+                }
+                wake = self.accept_all(
+                    loaded
+                        .records
+                        .into_iter()
+                        .map(|(_, batch)| Delivery::Restore(batch)),
+                ) || last.is_some();
+                if let Some((_, deliveries)) = from_memory {
+                    // After what the disk holds, in order: rows the disk refused to take.
+                    tracing::warn!(
+                        deliveries = deliveries.len(),
+                        "the disk buffer refuses appends and its backlog is read back; rows \
+                         waiting for disk space are written from memory"
+                    );
+                    wake |= self.accept_all(deliveries);
+                }
+            }
+        }
+        if let Some(buffer) = &self.buffer {
+            self.metrics
+                .buffer_backlog_rows
+                .store(buffer.spool.backlog_rows as i64, Relaxed);
+        }
+        self.answer_syncs();
+        if wake {
+            self.pump(ctx);
+        } else {
+            // Not after a read-back that found nothing it could take: the next write done (or
+            // the timer) asks again, once the lanes have room.
+            if !empty_load {
+                self.maybe_load();
+            }
+            self.finish_shutdown_if_done();
+        }
+        self.answer_waiters();
+    }
+
+    /// Answers `sync_buffer` callers whose records have all been appended (or failed to be):
+    /// with the receiver of a sync of the buffer, or with the rows in memory only.
+    fn answer_syncs(&mut self) {
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        let mut still = Vec::new();
+        for (seq, reply) in buffer.syncs.drain(..) {
+            match buffer.spool.synced_through(seq) {
+                None => still.push((seq, reply)),
+                Some(0) => {
+                    let (done, synced) = oneshot::channel();
+                    let answer = match buffer.disk.send(Request::Sync { done }) {
+                        Ok(()) => Ok(synced),
+                        Err(_) => Err(SyncBufferError::Buffer(BufferError::Stopped)),
+                    };
+                    let _ = reply.send(answer);
+                }
+                Some(rows) => {
+                    let _ = reply.send(Err(SyncBufferError::NotOnDisk { rows }));
+                }
+            }
+        }
+        buffer.syncs = still;
+    }
+
+    /// Reads back the next backlog records once the lanes (with what is on its way into them)
+    /// have drained to a quarter of the senders' budget, as many as fit in half of it and in
+    /// the slots free now: the other half stays free for senders, whose rows go to the disk
+    /// meanwhile. A record larger than that is read back alone, once the lanes are empty.
+    /// Nothing is read back while the database is down: it would only fill memory.
+    fn maybe_load(&mut self) {
+        let (rows, bytes) = self.memory();
+        let out_of_time = self.shutdown.is_some() && self.deadline_passed();
+        let database_down = !self.schema_ready || !self.metrics.database_up.load(Relaxed);
+        let budget = self.settings.row_budget;
+        let (free_rows, free_bytes) = self.permits.free();
+        let max_pending_rows = self.settings.max_pending_rows;
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        let memory = bytes + buffer.spool.kept_bytes;
+        if !buffer.spool.backlog
+            || buffer.spool.loading
+            || out_of_time
+            || database_down
+            || memory > budget / 4
+        {
+            return;
+        }
+        let request = Request::Load {
+            max_rows: (max_pending_rows / 2).saturating_sub(rows).min(free_rows),
+            max_bytes: (budget / 2).saturating_sub(memory).min(free_bytes) as u64,
+            oversize_ok: memory == 0 && buffer.spool.kept_in_flight == 0,
+        };
+        if buffer.disk.send(request).is_ok() {
+            buffer.spool.loading = true;
+        }
+    }
+
+    /// The buffer's timer work: resend failed backlog appends, note a checkpoint, tell the
+    /// buffer what is durable, read back more.
+    fn buffer_tick(&mut self) {
+        let seals: Vec<u64> = self
+            .lanes
+            .iter()
+            .map(|l| l.pending.last_seal() + u64::from(l.pending.has_open()))
+            .collect();
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        // A failed backlog append is sent again once per tick (a full disk may have room now).
+        if buffer.spool.failed {
+            self.send_queued_backlog();
+        }
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        buffer.spool.checkpoint(|| seals);
+        self.settle_durable();
+        self.maybe_load();
+    }
+
+    /// Tells the buffer which records are durable in the database (checkpoints whose chunks
+    /// every lane has settled). Never after rows were given up: those stay on disk.
+    fn settle_durable(&mut self) {
+        if self.rows_unwritten > 0 {
+            return;
+        }
+        let last_seal: Vec<u64> = self.lanes.iter().map(|l| l.pending.last_seal()).collect();
+        let oldest = self.oldest_outstanding();
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        if let Some(through) = buffer.spool.durable(&last_seal, &oldest) {
+            // A buffer thread gone is reported at shutdown; its records stay on disk.
+            let _ = buffer.disk.send(Request::Settle { through });
+        }
+    }
+
+    /// Rows and bytes in the lanes: pending, and in writes in flight.
+    fn memory(&self) -> (usize, usize) {
+        let (mut rows, mut bytes) = (0, 0);
+        for lane in &self.lanes {
+            if let Some(Busy::Chunk {
+                rows: r, bytes: b, ..
+            }) = lane.busy()
+            {
+                rows += r;
+                bytes += b;
+            }
+            rows += lane.pending.pending_rows();
+            bytes += lane.pending.pending_bytes();
+        }
+        (rows, bytes)
     }
 
     /// Publishes the aggregator's metrics through the `metrics` facade.
@@ -275,6 +719,7 @@ impl DbWriterActor {
         if !group.is_empty() {
             self.write(group, ctx);
         }
+        self.maybe_load();
         self.finish_shutdown_if_done();
         self.update_pending_gauge();
     }
@@ -467,6 +912,11 @@ impl DbWriterActor {
         for rejected in outcome.rejected {
             let rows = (rejected.executions.len() + rejected.tasks.len()) as u64;
             self.metrics.rows_rejected.fetch_add(rows, Relaxed);
+            // A flush still waiting for the disk buffer's records to reach the lanes covers
+            // everything written meanwhile.
+            for waiter in self.waiters.iter_mut().filter(|w| w.after_seq.is_some()) {
+                waiter.rejected += rows;
+            }
             let n = self.lanes.len();
             for &Part { lane: i, seal, .. } in parts {
                 let in_lane = if parts.len() == 1 {
@@ -578,16 +1028,43 @@ impl DbWriterActor {
     }
 
     fn answer_waiters(&mut self) {
+        // Waiters for records not yet in the lanes (a disk buffer's backlog): once they are,
+        // seal the lanes and wait for those seals like any flush.
+        let in_lanes = self.buffer.as_ref().map(|b| b.spool.in_lanes);
+        if self.waiters.iter().any(|w| w.after_seq.is_some()) {
+            let limits = self.settings.limits();
+            let mut sealed = None;
+            for i in 0..self.waiters.len() {
+                let ready = matches!((self.waiters[i].after_seq, in_lanes), (Some(seq), Some(now)) if now >= seq);
+                if !ready {
+                    continue;
+                }
+                let seals = sealed.get_or_insert_with(|| {
+                    self.lanes
+                        .iter_mut()
+                        .map(|lane| {
+                            if lane.pending.seal(limits).is_some() {
+                                self.metrics.flushed(FlushReason::Manual);
+                            }
+                            lane.pending.last_seal()
+                        })
+                        .collect::<Vec<u64>>()
+                });
+                self.waiters[i].seals = seals.clone();
+                self.waiters[i].after_seq = None;
+            }
+        }
         let oldest = self.oldest_outstanding();
         let unwritten_now = self.rows_unwritten;
         let mut still = Vec::new();
         for waiter in self.waiters.drain(..) {
             // Done when, in every lane, every chunk of its seal or an earlier one is settled.
-            let done = waiter
-                .seals
-                .iter()
-                .zip(&oldest)
-                .all(|(seal, oldest)| oldest.is_none_or(|oldest| *seal < oldest));
+            let done = waiter.after_seq.is_none()
+                && waiter
+                    .seals
+                    .iter()
+                    .zip(&oldest)
+                    .all(|(seal, oldest)| oldest.is_none_or(|oldest| *seal < oldest));
             if done {
                 // Rows given up at shutdown are not written: the flush did not succeed.
                 let result = if unwritten_now > waiter.unwritten_before {
@@ -604,21 +1081,11 @@ impl DbWriterActor {
             }
         }
         self.waiters = still;
+        self.settle_durable();
     }
 
     fn update_pending_gauge(&self) {
-        let (mut rows, mut bytes) = (0, 0);
-        for lane in &self.lanes {
-            if let Some(Busy::Chunk {
-                rows: r, bytes: b, ..
-            }) = lane.busy()
-            {
-                rows += r;
-                bytes += b;
-            }
-            rows += lane.pending.pending_rows();
-            bytes += lane.pending.pending_bytes();
-        }
+        let (rows, bytes) = self.memory();
         self.metrics.pending_rows.store(rows as i64, Relaxed);
         self.metrics.pending_bytes.store(bytes as i64, Relaxed);
     }
@@ -631,7 +1098,13 @@ impl DbWriterActor {
         let idle = self.lanes.iter().all(|lane| {
             lane.seal_in_flight().is_none() && (lane.pending.is_empty() || out_of_time)
         });
-        if !idle {
+        // With a disk buffer: nothing on its way to or from it, and its backlog written (or
+        // out of time: it stays on disk for the next start).
+        let buffer_idle = self
+            .buffer
+            .as_ref()
+            .is_none_or(|b| b.spool.idle() && (!b.spool.backlog || out_of_time));
+        if !idle || !buffer_idle {
             return;
         }
         if let Some(reply) = self.shutdown.take() {
@@ -639,11 +1112,51 @@ impl DbWriterActor {
                 let rows = self.lanes[i].pending.drain_all();
                 self.give_up(rows);
             }
+            let mut buffered_rows = 0;
+            let mut closing = None;
+            if self.buffer.is_some() {
+                // The durable records first, so that the buffer keeps only what is not.
+                let seals: Vec<u64> = self.lanes.iter().map(|l| l.pending.last_seal()).collect();
+                if let Some(buffer) = self.buffer.as_mut() {
+                    buffer.spool.checkpoint(|| seals);
+                }
+                self.settle_durable();
+            }
+            if let Some(mut buffer) = self.buffer.take() {
+                // Backlog appends that never succeeded (a full disk): only in memory.
+                let logged = buffer.spool.all_logged();
+                let never_appended = buffer.spool.drain_retry();
+                if !never_appended.is_empty() {
+                    let batches = never_appended.into_iter().map(|d| match d {
+                        Delivery::Run {
+                            execution, tasks, ..
+                        } => WriteBatch::new(vec![execution], tasks),
+                        Delivery::Restore(batch) => batch,
+                    });
+                    self.give_up(batches.collect::<Vec<_>>());
+                }
+                buffered_rows = buffer.spool.backlog_rows;
+                if logged {
+                    // Every row given up is in the buffer, which writes it at the next start.
+                    let rows: usize = self.unwritten.iter().map(WriteBatch::len).sum();
+                    buffered_rows += rows as u64;
+                    self.unwritten.clear();
+                }
+                let (done, closed) = oneshot::channel();
+                if buffer.disk.send(Request::Close { done }).is_ok() {
+                    closing = Some(closed);
+                }
+            }
             #[cfg(feature = "metrics")]
             self.publish_metrics();
             let unwritten = batch::coalesce(std::mem::take(&mut self.unwritten));
             self.answer_waiters();
-            let _ = reply.send(Drained { unwritten });
+            let drained = Drained {
+                unwritten,
+                buffered_rows,
+                buffer_error: None,
+            };
+            let _ = reply.send((drained, closing));
         }
     }
 
@@ -710,12 +1223,20 @@ impl Actor for DbWriterActor {
         ctx.set_mailbox_capacity(4096);
         // Rows may have been pushed before the doorbell was connected.
         self.take_inbox();
+        if let Some(replies) = self.buffer.as_mut().and_then(|b| b.replies.take()) {
+            // In order: the buffer thread answers requests one after another.
+            ctx.add_stream(futures_util::stream::unfold(replies, |mut rx| async move {
+                rx.recv().await.map(|reply| (reply, rx))
+            }));
+        }
         ctx.run_interval(self.settings.flush_interval, |act, ctx| {
             act.take_inbox();
             for lane in &mut act.lanes {
                 lane.timer_fired();
             }
+            act.buffer_tick();
             act.pump(ctx);
+            act.answer_waiters();
         });
         #[cfg(feature = "metrics")]
         ctx.run_interval(METRICS_PUBLISH_INTERVAL, |act, _| act.publish_metrics());
@@ -742,6 +1263,37 @@ impl Actor for DbWriterActor {
     }
 }
 
+impl StreamHandler<Reply> for DbWriterActor {
+    fn handle(&mut self, reply: Reply, ctx: &mut Context<Self>) {
+        self.buffer_replied(reply, ctx);
+    }
+
+    /// The buffer thread ended: closed at shutdown (the writer took the buffer out then), or
+    /// gone unexpectedly. Then nothing it held in flight will come back: rows are written from
+    /// memory from here on, and what is on disk stays there for the next start.
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        self.metrics.buffer_errors.fetch_add(1, Relaxed);
+        tracing::error!(
+            "the disk buffer's thread stopped; rows are written from memory only until restart"
+        );
+        buffer.spool.thread_gone();
+        let stranded = buffer.spool.drain_retry();
+        for (_, reply) in buffer.syncs.drain(..) {
+            let _ = reply.send(Err(SyncBufferError::Buffer(BufferError::Stopped)));
+        }
+        if let Some(buffer) = self.buffer.take() {
+            // Sends to a gone thread fail; without it, deliveries go straight to the lanes.
+            drop(buffer);
+        }
+        if self.accept_all(stranded) {
+            self.pump(ctx);
+        }
+    }
+}
+
 impl Handler<Ring> for DbWriterActor {
     type Result = ();
 
@@ -763,14 +1315,24 @@ impl Handler<Flush> for DbWriterActor {
         self.take_inbox();
         let limits = self.settings.limits();
         let mut seals = Vec::with_capacity(self.lanes.len());
-        for lane in &mut self.lanes {
-            if lane.pending.seal(limits).is_some() {
-                self.metrics.flushed(FlushReason::Manual);
+        // With a disk buffer, records not yet in the lanes (on their way to the disk, or a
+        // backlog) first: the lanes are sealed once they are in (see `answer_waiters`).
+        let after_seq = self
+            .buffer
+            .as_ref()
+            .filter(|b| !b.spool.all_in_lanes())
+            .map(|b| b.spool.last_seq());
+        if after_seq.is_none() {
+            for lane in &mut self.lanes {
+                if lane.pending.seal(limits).is_some() {
+                    self.metrics.flushed(FlushReason::Manual);
+                }
+                seals.push(lane.pending.last_seal());
             }
-            seals.push(lane.pending.last_seal());
         }
         let (tx, rx) = oneshot::channel();
         self.waiters.push(FlushWaiter {
+            after_seq,
             seals,
             rejected: 0,
             unwritten_before: self.rows_unwritten,
@@ -779,6 +1341,30 @@ impl Handler<Flush> for DbWriterActor {
         self.pump(ctx);
         self.answer_waiters();
         Box::pin(async move { rx.await.unwrap_or(Err(FlushError::ShuttingDown)) })
+    }
+}
+
+impl Handler<SyncBuffer> for DbWriterActor {
+    type Result = ResponseFuture<Result<BufferSynced, SyncBufferError>>;
+
+    fn handle(&mut self, _: SyncBuffer, _: &mut Context<Self>) -> Self::Result {
+        self.metrics.writer_messages.fetch_add(1, Relaxed);
+        self.take_inbox();
+        let (tx, rx) = oneshot::channel();
+        match self.buffer.as_mut() {
+            Some(buffer) => {
+                let seq = buffer.spool.last_seq();
+                buffer.syncs.push((seq, tx));
+                self.answer_syncs();
+            }
+            None if self.inbox.is_closed() => {
+                let _ = tx.send(Err(SyncBufferError::ShuttingDown));
+            }
+            None => {
+                let _ = tx.send(Err(SyncBufferError::NoBuffer));
+            }
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err(SyncBufferError::ShuttingDown)) })
     }
 }
 
@@ -815,7 +1401,19 @@ impl Handler<Shutdown> for DbWriterActor {
         let wait = msg.deadline.saturating_duration_since(Instant::now());
         ctx.run_later(wait, |act, ctx| act.pump(ctx));
         self.pump(ctx);
-        Box::pin(async move { rx.await.unwrap_or_default() })
+        Box::pin(async move {
+            let Ok((mut drained, closing)) = rx.await else {
+                return Drained::default();
+            };
+            if let Some(closing) = closing {
+                // The buffer syncs and keeps what is not durable, for the next start.
+                drained.buffer_error = match closing.await {
+                    Ok(result) => result.err(),
+                    Err(_) => Some(BufferError::Stopped),
+                };
+            }
+            drained
+        })
     }
 }
 
@@ -833,6 +1431,86 @@ impl Handler<ReconcileStale> for DbWriterActor {
             }
         })
     }
+}
+
+/// The runs a delivery finishes (those whose final state it carries).
+fn finished_runs(delivery: &Delivery) -> Vec<ExecutionId> {
+    match delivery {
+        Delivery::Run { execution, .. } if execution.is_terminal() => vec![execution.id.clone()],
+        Delivery::Run { .. } => Vec::new(),
+        Delivery::Restore(batch) => batch
+            .executions
+            .iter()
+            .filter(|e| e.is_terminal())
+            .map(|e| e.id.clone())
+            .collect(),
+    }
+}
+
+/// Rows of both kinds a delivery holds (what its record counts).
+fn charge_rows(delivery: &Delivery) -> usize {
+    match delivery {
+        Delivery::Run { tasks, .. } => tasks.len() + 1,
+        Delivery::Restore(batch) => batch.len(),
+    }
+}
+
+/// Splits a delivery into pieces whose task rows weigh at most `max_bytes` (a heavier row
+/// goes alone), as a spill is restored: the first piece carries a placeholder of the run (so its
+/// task rows find their execution), the last one the run's state (so the state is written
+/// after every task row it counts). A delivery within the bound stays whole.
+fn split_delivery(
+    delivery: Delivery,
+    charge: Charge,
+    max_bytes: usize,
+    permits: &Slots,
+) -> Vec<(Delivery, Charge)> {
+    if charge.bytes <= max_bytes || charge.tasks <= 1 {
+        return vec![(delivery, charge)];
+    }
+    let (executions, tasks) = match delivery {
+        Delivery::Run {
+            execution, tasks, ..
+        } => (vec![execution], tasks),
+        Delivery::Restore(batch) => (batch.executions, batch.tasks),
+    };
+    let mut pieces: Vec<(Vec<TaskRow>, Charge)> = Vec::new();
+    for task in tasks {
+        let bytes = permits.charge(&task);
+        let open = pieces
+            .last()
+            .is_some_and(|(_, c)| c.bytes + bytes <= max_bytes);
+        if !open {
+            pieces.push((Vec::new(), Charge::default()));
+        }
+        if let Some((rows, c)) = pieces.last_mut() {
+            rows.push(task);
+            *c += Charge {
+                tasks: 1,
+                bytes,
+                rows: 1,
+            };
+        }
+    }
+    let last = pieces.len() - 1;
+    let placeholders: Vec<ExecutionRow> =
+        executions.iter().map(ExecutionRow::placeholder).collect();
+    let mut executions = Some(executions);
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, (tasks, mut charge))| {
+            let rows = if i == last {
+                executions.take().unwrap_or_default()
+            } else if i == 0 {
+                placeholders.clone()
+            } else {
+                Vec::new()
+            };
+            charge.rows += rows.len();
+            (Delivery::Restore(WriteBatch::new(rows, tasks)), charge)
+        })
+        .collect()
 }
 
 /// Completes when the shutdown deadline (set now or later) passes; never if none is set.

@@ -79,7 +79,8 @@ async fn a_row_larger_than_the_server_accepts_is_rejected_and_its_neighbours_are
     let config = AggregatorConfig::builder()
         .with_neo4j(db.neo4j())
         .with_max_batch_bytes(64 << 20)
-        .with_max_pending_bytes(256 << 20)
+        // Room for the writes in flight of two lanes of 64 MiB batches (3 × 64 MiB each).
+        .with_max_pending_bytes(512 << 20)
         .with_flush_interval(Duration::from_millis(20))
         .with_rejected_handler(move |r| sink.lock().expect("lock").push(r))
         .build()

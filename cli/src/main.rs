@@ -15,7 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod commands;
 
-use commands::{demo, loadgen, read, replay};
+use commands::{demo, drain, loadgen, read, replay};
 
 /// Execution telemetry for AI-agent and workflow orchestrators, in Neo4j.
 #[derive(Parser)]
@@ -55,6 +55,10 @@ enum Command {
     /// Generates the gen_events.py workload in process and drives it through runtally (or,
     /// with --raw, straight into the database) and prints one JSON line of figures.
     Loadgen(loadgen::LoadgenArgs),
+    /// Writes what a disk buffer directory holds (left by a process that died, or that ran out
+    /// of time at shutdown) to the database, prints one JSON line, and exits 0 once the
+    /// directory is empty (1 if rows are left: the database stayed down past --timeout-secs).
+    Drain(drain::DrainArgs),
     /// Shows one run as the seed's status and task queries read it.
     Status(read::StatusArgs),
     /// Lists runs, newest first, as the seed's list query reads them.
@@ -103,6 +107,63 @@ impl DbArgs {
     }
 }
 
+/// The disk buffer and what happens when memory is full, shared by replay and loadgen.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct BufferArgs {
+    /// A directory for the disk buffer: every accepted result is appended there (checksummed
+    /// records) before it goes to the database, so a killed process loses at most what its
+    /// last few milliseconds accepted and nothing once it was idle that long; the next command
+    /// with the same directory (or `runtally drain --buffer-dir DIR`) writes what it holds
+    /// first. One process at a time.
+    #[arg(long)]
+    buffer_dir: Option<std::path::PathBuf>,
+    /// What happens when results waiting for the database reach --max-pending-bytes (or the
+    /// row bound): `block` waits, `reject` refuses the result (a replay reports its line),
+    /// `overflow` puts new results in the disk buffer only and reads them back as the database
+    /// catches up (needs --buffer-dir).
+    #[arg(long, value_enum, default_value_t = WhenFullArg::Block)]
+    when_full: WhenFullArg,
+    /// How often the disk buffer forces its appends to the disk, in milliseconds: what a power
+    /// cut can take (0: after every append, before the rows go to the database).
+    #[arg(long, default_value_t = runtally::config::DEFAULT_BUFFER_SYNC_INTERVAL.as_millis() as u64)]
+    buffer_sync_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum WhenFullArg {
+    Block,
+    Reject,
+    Overflow,
+}
+
+impl BufferArgs {
+    /// Adds these settings to a configuration.
+    pub(crate) fn apply(
+        &self,
+        mut builder: runtally::AggregatorConfigBuilder,
+    ) -> runtally::AggregatorConfigBuilder {
+        if let Some(dir) = &self.buffer_dir {
+            builder = builder.with_buffer_dir(dir.clone());
+        }
+        let sync = match self.buffer_sync_ms {
+            0 => runtally::SyncPolicy::EveryWrite,
+            ms => runtally::SyncPolicy::Interval(std::time::Duration::from_millis(ms)),
+        };
+        builder
+            .with_buffer_sync(sync)
+            .with_when_full(match self.when_full {
+                WhenFullArg::Block => runtally::WhenFull::Block,
+                WhenFullArg::Reject => runtally::WhenFull::Reject,
+                WhenFullArg::Overflow => runtally::WhenFull::Overflow,
+            })
+    }
+
+    /// Whether a buffer directory is set.
+    pub(crate) fn has_buffer(&self) -> bool {
+        self.buffer_dir.is_some()
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -142,6 +203,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Replay(args) => replay::run(args).await,
             Command::Loadgen(args) => loadgen::run(args).await,
+            Command::Drain(args) => drain::run(args).await,
             Command::Status(args) => read::status(args).await,
             Command::List(args) => read::list(args).await,
             Command::Reconcile(args) => read::reconcile(args).await,

@@ -9,7 +9,6 @@
 mod common;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,76 +17,6 @@ use common::*;
 use runtally::{AggregatorConfig, RetryPolicy, TaskStatus};
 use runtally_cli::events::Event;
 use runtally_cli::workload::WorkloadSpec;
-
-/// Runs whose node shows more than its task nodes: counters (tasks or tokens) above what its
-/// task nodes hold, whether the node shows an end time or not.
-///
-/// The node's own values are read first, then its task nodes, as the seed's client does (one
-/// query for the status, then one for the tasks): under read committed (Neo4j) a query that
-/// read the task nodes first could see a transaction committed between its two reads. Neo4j
-/// also reads each property when the query reaches it, so one read can pair a counter of the
-/// run's previous state with the end time of its final one (seen once in a full local
-/// `scripts/test`: "failed: 30 task nodes, counters say 27"). Such a read shows counters below
-/// the task nodes (a run's task rows commit before its final state), never above: only
-/// counters above the task nodes are a finding here, and the properties are read at once
-/// (`properties()`), which narrows what a torn read can pair. That an ended run's counters
-/// equal its task nodes exactly is checked after the replay (`assert_implied`).
-const VIOLATIONS: &str = "\
-MATCH (exec:Node {type: 'orchestration_execution'})
-WHERE exec.id STARTS WITH $prefix
-WITH exec, properties(exec) AS p
-WITH exec, p.tasksSuccessful + p.tasksFailed AS counted, p.tokensTotal AS tokensTotal,
-     p.status AS status
-OPTIONAL MATCH (exec)-[:HAS_TASK_EXECUTION]->(te:Node)
-WITH exec, counted, tokensTotal, status, count(te) AS nodes, sum(te.tokensTotal) AS tokens
-WHERE nodes < counted OR tokens < tokensTotal
-RETURN exec.id AS id, status, nodes, counted";
-
-/// A reader polling every few milliseconds until stopped; returns the violations it saw (at
-/// most a few, for the message) and how many polls it made.
-struct Poller {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(Vec<String>, usize)>,
-}
-
-impl Poller {
-    fn start(graph: neo4rs::Graph, prefix: String) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let task = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let mut polls = 0;
-            while !flag.load(Ordering::Acquire) {
-                let q = neo4rs::query(VIOLATIONS).param("prefix", prefix.as_str());
-                // The server may be down for part of the test: a failed poll is not a finding.
-                if let Ok(mut rows) = graph.execute(q).await {
-                    polls += 1;
-                    while let Ok(Some(row)) = rows.next().await {
-                        if seen.len() < 5 {
-                            seen.push(format!(
-                                "{} {}: {} task nodes, counters say {}",
-                                row.get::<String>("id").unwrap_or_default(),
-                                row.get::<String>("status").unwrap_or_default(),
-                                row.get::<i64>("nodes").unwrap_or(-1),
-                                row.get::<i64>("counted").unwrap_or(-1),
-                            ));
-                        } else {
-                            seen.push(String::new());
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (seen, polls)
-        });
-        Self { stop, task }
-    }
-
-    async fn finish(self) -> (Vec<String>, usize) {
-        self.stop.store(true, Ordering::Release);
-        self.task.await.expect("poller joins")
-    }
-}
 
 /// The workload's events, with a re-sent result (status flipped, then flipped back) for the
 /// first task of every third run, as QC retries send them.
@@ -107,7 +36,7 @@ fn events(spec: &WorkloadSpec) -> Vec<Event> {
                 .next()
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1);
-            if r % 3 == 0 && task.id.as_str().ends_with("task-0") {
+            if r.is_multiple_of(3) && task.id.as_str().ends_with("task-0") {
                 let mut flipped = result.clone();
                 flipped.status = match result.status {
                     TaskStatus::Success => TaskStatus::Failure,

@@ -76,6 +76,15 @@ fn metrics_are_served_while_the_demo_runs_and_move() {
     assert!(tasks > first, "tasks_total moved from {first} to {tasks}");
     assert_eq!(value(&body, "runtally_runs_started_total"), Some(12.0));
     assert_eq!(value(&body, "runtally_database_up"), Some(1.0));
+    // The tracing layer's series are published too (zero: the demo records no spans).
+    assert_eq!(
+        value(&body, "runtally_spans_total{kind=\"run\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&body, "runtally_spans_open{kind=\"task\"}"),
+        Some(0.0)
+    );
     assert!(
         value(&body, "runtally_flush_duration_seconds_count").unwrap_or(0.0) > 0.0,
         "{body}"

@@ -32,6 +32,17 @@
 //! | `runtally_rejected_messages_total` | counter | | results refused (invalid, or run finished) |
 //! | `runtally_full_rejections_total` | counter | | `try_` calls refused at the pending bound |
 //! | `runtally_database_up` | gauge | | 1 if the last database call succeeded, else 0 |
+//! | `runtally_buffer_bytes` | gauge | | bytes of the disk buffer's segment files |
+//! | `runtally_buffer_segments` | gauge | | the disk buffer's segment files |
+//! | `runtally_buffer_backlog_rows` | gauge | | rows held on disk only, waiting to be read back |
+//! | `runtally_buffer_records_total` | counter | `op` = `appended`, `loaded`, `skipped` | records appended, read back, skipped as torn or corrupt |
+//! | `runtally_buffer_appended_bytes_total` | counter | | bytes appended to the disk buffer |
+//! | `runtally_buffer_overflows_total` | counter | | times memory filled and rows went to the disk buffer |
+//! | `runtally_buffer_errors_total` | counter | | failed disk-buffer appends, syncs, reads (a full disk among them) |
+//! | `runtally_spans_total` | counter | `kind` = `run`, `task` | runs begun and task results recorded from spans (the `tracing` layer) |
+//! | `runtally_spans_dropped_total` | counter | | runs, results or run ends from spans that runtally refused |
+//! | `runtally_span_fields_malformed_total` | counter | | span field values ignored for their type or range |
+//! | `runtally_spans_open` | gauge | `kind` = `run`, `task` | run and task spans open now |
 
 use std::time::Duration;
 
@@ -83,6 +94,23 @@ pub(crate) fn publish(s: &MetricsSnapshot) {
     counter!("runtally_rejected_messages_total").absolute(s.rejected_messages);
     counter!("runtally_full_rejections_total").absolute(s.full_rejections);
     gauge!("runtally_database_up").set(if s.database_up { 1.0 } else { 0.0 });
+    let b = &s.buffer;
+    gauge!("runtally_buffer_bytes").set(b.bytes as f64);
+    gauge!("runtally_buffer_segments").set(b.segments as f64);
+    gauge!("runtally_buffer_backlog_rows").set(b.backlog_rows as f64);
+    counter!("runtally_buffer_records_total", "op" => "appended").absolute(b.records_appended);
+    counter!("runtally_buffer_records_total", "op" => "loaded").absolute(b.records_loaded);
+    counter!("runtally_buffer_records_total", "op" => "skipped").absolute(b.records_skipped);
+    counter!("runtally_buffer_appended_bytes_total").absolute(b.bytes_appended);
+    counter!("runtally_buffer_overflows_total").absolute(b.overflow_events);
+    counter!("runtally_buffer_errors_total").absolute(b.errors);
+    let t = &s.tracing;
+    counter!("runtally_spans_total", "kind" => "run").absolute(t.runs);
+    counter!("runtally_spans_total", "kind" => "task").absolute(t.tasks);
+    counter!("runtally_spans_dropped_total").absolute(t.dropped);
+    counter!("runtally_span_fields_malformed_total").absolute(t.malformed_fields);
+    gauge!("runtally_spans_open", "kind" => "run").set(t.open_runs as f64);
+    gauge!("runtally_spans_open", "kind" => "task").set(t.open_tasks as f64);
 }
 
 /// Records one flush's latency.

@@ -1,5 +1,6 @@
 //! In-memory stores: a [`MemoryStore`] that keeps the latest rows (for actor-logic tests, with
-//! fault injection) and a [`NullStore`] that discards everything (to measure runtally alone).
+//! fault injection), a [`NullStore`] that discards everything (to measure runtally alone) and a
+//! [`DownStore`] that is never reachable (to measure the disk buffer's overflow).
 //!
 //! Neither proves anything about persistence; the integration tests use the real database.
 
@@ -284,6 +285,49 @@ impl GraphStore for NullStore {
         _now: DateTime<Utc>,
     ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// A database that is never reachable: every call fails as a refused connection would (a
+/// retriable error). With a disk buffer and `WhenFull::Overflow`, everything accepted goes to
+/// the buffer; `runtally loadgen --store down` measures that.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DownStore;
+
+impl DownStore {
+    fn down<T>() -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+    {
+        Box::pin(async {
+            Err(StoreError::new(
+                crate::error::StoreErrorKind::Connection,
+                "DownStore is never reachable",
+            ))
+        })
+    }
+}
+
+impl GraphStore for DownStore {
+    fn write<'a>(&'a self, _: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
+        Self::down()
+    }
+
+    fn ensure_schema(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Self::down()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Self::down()
+    }
+
+    fn reconcile_stale(
+        &self,
+        _cutoff: DateTime<Utc>,
+        _except_owner: Option<&str>,
+        _now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Self::down()
     }
 }
 

@@ -38,11 +38,28 @@ pub(crate) struct Shutdown {
     pub(crate) deadline: Instant,
 }
 
+/// Sent by `Aggregator::sync_buffer` once every run actor has drained.
+///
+/// Reply: once every delivery taken so far is appended to the disk buffer, the receiver of the
+/// buffer thread's sync (awaited by the caller); an error if some are in memory only, or if
+/// there is no buffer.
+#[derive(Message)]
+#[rtype(result = "Result<BufferSynced, crate::error::SyncBufferError>")]
+pub(crate) struct SyncBuffer;
+
+/// The buffer thread's answer to a sync, to await.
+pub(crate) type BufferSynced =
+    tokio::sync::oneshot::Receiver<Result<(), crate::error::BufferError>>;
+
 /// What the writer did with its last rows.
 #[derive(Debug, Default)]
 pub(crate) struct Drained {
-    /// Rows the store never confirmed, in write order.
+    /// Rows the store never confirmed and the disk buffer does not hold, in write order.
     pub(crate) unwritten: Vec<WriteBatch>,
+    /// Rows the store never confirmed that the disk buffer holds for the next start.
+    pub(crate) buffered_rows: u64,
+    /// Why the disk buffer could not be closed cleanly, if it could not.
+    pub(crate) buffer_error: Option<crate::error::BufferError>,
 }
 
 /// Sent by `Aggregator::reconcile_stale`; runs the reconciliation on the writer's connection.

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use runtally::rows::{ExecutionRow, ExecutionWrite, TaskRow, WriteBatch};
-use runtally::store::{GraphStore, Neo4jStore, NullStore};
+use runtally::store::{DownStore, GraphStore, Neo4jStore, NullStore};
 use runtally::{Aggregator, AggregatorConfig, RunStart, RunStatus, TaskStatus};
 use runtally_cli::workload::{WorkloadRun, WorkloadSpec};
 use tokio::sync::mpsc;
 
-use crate::DbArgs;
+use crate::{BufferArgs, DbArgs};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StoreKind {
@@ -22,6 +22,10 @@ enum StoreKind {
     Neo4j,
     /// Discard every batch: runtally's own path alone.
     Null,
+    /// A database that is never reachable: with --buffer-dir and --when-full overflow, every
+    /// result goes to the disk buffer (the figures measure the overflow); what is accepted
+    /// stays in the buffer for `runtally drain`.
+    Down,
 }
 
 #[derive(Args)]
@@ -95,6 +99,8 @@ pub(crate) struct LoadgenArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     probe_failures: bool,
     #[command(flatten)]
+    buffer: BufferArgs,
+    #[command(flatten)]
     db: DbArgs,
 }
 
@@ -127,7 +133,9 @@ async fn through_actors(
     args: &LoadgenArgs,
     spec: &WorkloadSpec,
 ) -> anyhow::Result<serde_json::Value> {
-    let mut builder = AggregatorConfig::builder()
+    let mut builder = args
+        .buffer
+        .apply(AggregatorConfig::builder())
         .with_max_batch_rows(args.max_batch_rows)
         .with_max_pending_rows(args.max_pending_rows)
         .with_max_batch_bytes(args.max_batch_bytes)
@@ -144,6 +152,9 @@ async fn through_actors(
         }
         StoreKind::Null => {
             Aggregator::start_with_store(builder.build()?, Arc::new(NullStore::new())).await?
+        }
+        StoreKind::Down => {
+            Aggregator::start_with_store(builder.build()?, Arc::new(DownStore)).await?
         }
     };
     let probe = (args.store == StoreKind::Neo4j && args.probe_failures)
@@ -209,17 +220,32 @@ async fn through_actors(
         worker.await??;
     }
     let sent_seconds = started.elapsed().as_secs_f64();
-    aggregator.flush().await?;
+    if args.store == StoreKind::Down {
+        // Nothing can be written: what counts is that everything accepted is on disk.
+        if args.buffer.has_buffer() {
+            aggregator.sync_buffer().await?;
+        }
+    } else {
+        aggregator.flush().await?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     let failure_visibility = match probe {
         Some(probe) => Some(probe.finish().await),
         None => None,
     };
-    let report = aggregator.shutdown(Duration::from_secs(60)).await;
+    let deadline = match args.store {
+        StoreKind::Down => Duration::ZERO,
+        _ => Duration::from_secs(60),
+    };
+    let report = aggregator.shutdown(deadline).await;
     let tasks = tasks_sent.load(Ordering::Relaxed);
     let latencies = lock(&latencies).clone();
     Ok(serde_json::json!({
-        "mode": if args.store == StoreKind::Null { "null-store" } else { "actors" },
+        "mode": match args.store {
+            StoreKind::Null => "null-store",
+            StoreKind::Down => "down-store",
+            StoreKind::Neo4j => "actors",
+        },
         "pregenerated": args.pregenerate,
         "runs": spec.runs,
         "tasks": tasks,
@@ -241,6 +267,7 @@ async fn through_actors(
         "failure_visible_ms": failure_visibility,
         "peak_rss_mib": peak_rss_mib(),
         "unwritten_rows": report.unwritten_rows(),
+        "buffered_rows": report.buffered_rows,
         "metrics": report.metrics,
     }))
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use runtally::{Aggregator, AggregatorConfig};
 
-use crate::DbArgs;
+use crate::{BufferArgs, DbArgs};
 
 #[derive(Args)]
 pub(crate) struct ReplayArgs {
@@ -41,6 +41,8 @@ pub(crate) struct ReplayArgs {
     #[arg(long, default_value_t = 120)]
     shutdown_timeout_secs: u64,
     #[command(flatten)]
+    buffer: BufferArgs,
+    #[command(flatten)]
     db: DbArgs,
 }
 
@@ -53,7 +55,9 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         std::fs::read(&args.events)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.events.display()))?
     };
-    let config = AggregatorConfig::builder()
+    let config = args
+        .buffer
+        .apply(AggregatorConfig::builder())
         .with_neo4j(args.db.neo4j()?)
         .with_max_batch_rows(args.max_batch_rows)
         .with_write_lanes(args.write_lanes)
@@ -66,6 +70,20 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let aggregator = Aggregator::start(config).await?;
     let started = Instant::now();
     let summary = runtally_cli::replay::replay(&aggregator, &input, args.concurrency).await;
+    if args.buffer.has_buffer() {
+        // Before waiting for the database: from this line on, a crash loses nothing.
+        match aggregator.sync_buffer().await {
+            Ok(()) => eprintln!(
+                "runtally: {} task results of {} runs accepted, all on disk in the buffer",
+                summary.tasks, summary.runs
+            ),
+            // A full disk: the rows are written from memory; the replay goes on.
+            Err(e) => eprintln!(
+                "runtally: {} task results of {} runs accepted, not all on disk: {e}",
+                summary.tasks, summary.runs
+            ),
+        }
+    }
     let flushed = aggregator.flush().await;
     let seconds = started.elapsed().as_secs_f64();
     let report = aggregator

@@ -1,0 +1,235 @@
+//! The disk buffer's record format: pure encoding and decoding, no I/O.
+//!
+//! A segment file starts with [`SEGMENT_HEADER`], then holds records back to back:
+//!
+//! ```text
+//!  offset  size  field
+//!  0       4     magic "RTR1" (lets a reader find the next record after a corrupt one)
+//!  4       4     payload length, little endian
+//!  8       4     CRC-32 (IEEE) of the fields below and the payload
+//!  12      8     sequence number, little endian (one per record, increasing through the log)
+//!  20      4     rows in the payload (execution and task rows), little endian
+//!  24      len   payload: the record's rows as JSON, {"executions":[…],"tasks":[…]}
+//! ```
+//!
+//! The rows serialize with the graph's property names, as in the spill file, so a record
+//! outlives a change of runtally's in-memory types. The checksum covers the length, so a
+//! corrupt length is caught too, and a torn record (the process or the machine died mid-write)
+//! fails it or ends past the end of the file.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
+
+/// The first bytes of every segment file: the format and its version.
+pub(crate) const SEGMENT_HEADER: &[u8; 16] = b"runtally-buffer1";
+
+/// The part of [`SEGMENT_HEADER`] every version shares.
+pub(crate) const SEGMENT_FAMILY: &[u8] = b"runtally-buffer";
+
+/// The first bytes of every record.
+const RECORD_MAGIC: [u8; 4] = *b"RTR1";
+
+/// Bytes before a record's payload.
+pub(crate) const FRAME_HEADER: usize = 24;
+
+/// A record's rows, borrowed for encoding.
+#[derive(Serialize)]
+struct RowsRef<'a> {
+    executions: &'a [ExecutionRow],
+    tasks: &'a [TaskRow],
+}
+
+/// A record's rows, owned after decoding.
+#[derive(Deserialize)]
+struct Rows {
+    executions: Vec<ExecutionRow>,
+    tasks: Vec<TaskRow>,
+}
+
+/// Appends one record holding these rows to `out`.
+///
+/// # Errors
+///
+/// A payload over 4 GiB (the length field's range), or rows serde cannot encode.
+pub(crate) fn encode(
+    out: &mut Vec<u8>,
+    seq: u64,
+    executions: &[ExecutionRow],
+    tasks: &[TaskRow],
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.extend_from_slice(&RECORD_MAGIC);
+    out.extend_from_slice(&[0; FRAME_HEADER - 4]);
+    let payload = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, &RowsRef { executions, tasks }) {
+        out.truncate(start);
+        return Err(EncodeError::Json(e));
+    }
+    let Ok(len) = u32::try_from(out.len() - payload) else {
+        let bytes = out.len() - payload;
+        out.truncate(start);
+        return Err(EncodeError::TooLarge(bytes));
+    };
+    out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
+    let rows = u32::try_from(executions.len() + tasks.len()).unwrap_or(u32::MAX);
+    out[start + 12..start + 20].copy_from_slice(&seq.to_le_bytes());
+    out[start + 20..start + 24].copy_from_slice(&rows.to_le_bytes());
+    let crc = checksum(len, seq, rows, &out[payload..]);
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Why rows could not become a record.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EncodeError {
+    #[error("the rows do not serialize")]
+    Json(#[source] serde_json::Error),
+    #[error("a record of {0} bytes is over the format's 4 GiB")]
+    TooLarge(usize),
+}
+
+/// Decodes a payload read from a record whose checksum matched.
+///
+/// # Errors
+///
+/// The payload is not a record's rows (written by an incompatible version).
+pub(crate) fn decode(payload: &[u8]) -> Result<WriteBatch, serde_json::Error> {
+    let rows: Rows = serde_json::from_slice(payload)?;
+    Ok(WriteBatch::new(rows.executions, rows.tasks))
+}
+
+fn checksum(len: u32, seq: u64, rows: u32, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&len.to_le_bytes());
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(&rows.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// A record's header, parsed but not yet checked against its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) len: u32,
+    crc: u32,
+    pub(crate) seq: u64,
+    /// Execution and task rows in the record.
+    pub(crate) rows: u32,
+}
+
+impl Header {
+    /// Parses a frame header; `None` if the magic is not there.
+    pub(crate) fn parse(bytes: &[u8; FRAME_HEADER]) -> Option<Header> {
+        if bytes[..4] != RECORD_MAGIC {
+            return None;
+        }
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let mut seq = [0; 8];
+        seq.copy_from_slice(&bytes[12..20]);
+        Some(Header {
+            len: u32_at(4),
+            crc: u32_at(8),
+            seq: u64::from_le_bytes(seq),
+            rows: u32_at(20),
+        })
+    }
+
+    /// Whether `payload` is the one this header was written with.
+    pub(crate) fn matches(&self, payload: &[u8]) -> bool {
+        payload.len() == self.len as usize
+            && checksum(self.len, self.seq, self.rows, payload) == self.crc
+    }
+
+    /// Bytes of the whole frame.
+    pub(crate) fn frame_len(&self) -> u64 {
+        FRAME_HEADER as u64 + u64::from(self.len)
+    }
+}
+
+/// Where the next record's magic is in `bytes`, if anywhere.
+pub(crate) fn find_magic(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .windows(RECORD_MAGIC.len())
+        .position(|w| w == RECORD_MAGIC)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::{ExecutionId, PlanId, TaskDefinition, TaskId, TaskResult};
+    use chrono::Utc;
+
+    pub(crate) fn rows(n: usize, output: &str) -> (Vec<ExecutionRow>, Vec<TaskRow>) {
+        let exec = ExecutionId::new("exec-rec").expect("id");
+        let plan = PlanId::new("plan-rec").expect("id");
+        let execution =
+            ExecutionRow::started(exec.clone(), plan.clone(), 3, Utc::now(), Utc::now())
+                .expect("row");
+        let tasks = (0..n)
+            .map(|i| {
+                let id = TaskId::new(format!("t{i}")).expect("id");
+                let result = TaskResult::success(id.clone())
+                    .with_output(output)
+                    .with_tokens(10, 5);
+                TaskRow::new(&exec, &plan, TaskDefinition::new(id), result, Utc::now())
+                    .expect("row")
+            })
+            .collect();
+        (vec![execution], tasks)
+    }
+
+    fn frame(bytes: &[u8]) -> (Header, &[u8]) {
+        let header: &[u8; FRAME_HEADER] = bytes[..FRAME_HEADER].try_into().expect("header");
+        let header = Header::parse(header).expect("magic");
+        (
+            header,
+            &bytes[FRAME_HEADER..FRAME_HEADER + header.len as usize],
+        )
+    }
+
+    #[test]
+    fn a_record_round_trips_its_rows_and_sequence_number() {
+        let (executions, tasks) = rows(3, "quote \" and newline \n and é");
+        let mut out = Vec::new();
+        encode(&mut out, 42, &executions, &tasks).expect("encode");
+        let (header, payload) = frame(&out);
+        assert_eq!(header.seq, 42);
+        assert_eq!(header.rows, 4);
+        assert_eq!(header.frame_len(), out.len() as u64);
+        assert!(header.matches(payload));
+        let batch = decode(payload).expect("decode");
+        assert_eq!(batch.executions, executions);
+        assert_eq!(batch.tasks, tasks);
+    }
+
+    #[test]
+    fn any_flipped_byte_fails_the_checksum_or_the_magic() {
+        let (executions, tasks) = rows(1, "x");
+        let mut clean = Vec::new();
+        encode(&mut clean, 7, &executions, &tasks).expect("encode");
+        for i in 0..clean.len() {
+            let mut bytes = clean.clone();
+            bytes[i] ^= 0x20;
+            let header: &[u8; FRAME_HEADER] = bytes[..FRAME_HEADER].try_into().expect("header");
+            let ok = match Header::parse(header) {
+                None => false,
+                Some(h) => {
+                    let end = FRAME_HEADER + h.len as usize;
+                    end <= bytes.len() && h.matches(&bytes[FRAME_HEADER..end])
+                }
+            };
+            assert!(!ok, "byte {i} flipped and the record still checks");
+        }
+    }
+
+    #[test]
+    fn the_next_magic_is_found_after_garbage() {
+        let (executions, tasks) = rows(1, "x");
+        let mut bytes = b"garbage".to_vec();
+        encode(&mut bytes, 1, &executions, &tasks).expect("encode");
+        assert_eq!(find_magic(&bytes), Some(7));
+        assert_eq!(find_magic(b"RTR"), None);
+    }
+}
