@@ -19,44 +19,23 @@
 //!
 //! # Mapping
 //!
-//! Field names follow the GenAI semantic conventions ([`MAPPING_VERSION`]); `runtally.*`
-//! fields let a host mark its own spans. What a span is (run, task, model call, tool call),
-//! a run's id, plan and `tasksTotal` and a generated task id are decided when the span is
-//! created, from the fields given then; every other value counts when it is recorded later
-//! (`Span::record`), up to the span's close.
+//! The [GenAI mapping](crate::genai#mapping) (spans → runs, tasks, tokens, tool calls, errors,
+//! QC), as for OTLP traces. What the layer adds: what a span is (run, task, model call, tool
+//! call), a run's id, plan and `tasksTotal` and a generated task id are decided when the span
+//! is created, from the fields given then; every other value counts when it is recorded later
+//! (`Span::record`), up to the span's close. A run without `runtally.execution_id` is named
+//! `<instance id>-<n>` (n counts the aggregator's such runs from 1). Duration: from the span's
+//! creation to its close. An ERROR event fails the task it happens in, as an `exception` event
+//! does in a trace. runtally's own events (targets `runtally` and `runtally::…`) never fail a
+//! task.
 //!
-//! | span | becomes | read from |
-//! |---|---|---|
-//! | `gen_ai.operation.name` = `invoke_agent` or `invoke_workflow`, or a span with `runtally.execution_id` / `runtally.plan_id`, with no run above it | a **run**, begun when the span opens, finished when it closes | id: `runtally.execution_id`, else `<instance id>-<n>` (n counts the aggregator's such runs from 1); plan: `runtally.plan_id`, else `gen_ai.workflow.name`, else `gen_ai.agent.name`, else the span's name; `tasksTotal`: `runtally.total_tasks`, else 0 |
-//! | `invoke_agent` / `invoke_workflow` whose nearest runtally span is the run, or any span with `runtally.task_id` inside a run | a **task**, reported when the span closes | id: `runtally.task_id`, else `<name>-<n>` (n counts the run's tasks from 1); title: `gen_ai.agent.name` (else `gen_ai.workflow.name`, else the span's name); role: `gen_ai.agent.description` |
-//! | `chat`, `generate_content`, `text_completion` | tokens of the task above it | `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens` |
-//! | `execute_tool` | one tool call of the task above it | |
-//! | the run's own model and tool calls (no task span between), or its own failure | task `<name>-0` of the run | as for a task |
-//!
-//! - A task's tokens are the sum over the model calls below it. A span's own
-//!   `gen_ai.usage.*` count only when no model call below it was seen (rig records the run's
-//!   total on `invoke_agent` as well as each call's on `chat`; counting both would double it).
-//! - A task fails when its span records `error.type` or an ERROR event happens in it (or in a
-//!   span below it that is not a model or tool call: a failed tool call is an answer the model
-//!   sees, and a failed model call may be retried). The error is `error.type`, else the
-//!   event's message. A run's own failure (its span's `error.type` or ERROR event) fails task
-//!   `<name>-0`, so the run ends `failed`.
-//! - QC: `gen_ai.evaluation.score.value` on the task's span or in an event inside it (the
-//!   conventions' `gen_ai.evaluation.result`); a score within [0, 1] is a fraction of 100.
-//!   Passed: `gen_ai.evaluation.score.label` (`pass`/`fail`), else `runtally.qc_passed`, else
-//!   false. Feedback: `gen_ai.evaluation.explanation`.
-//! - Output: `gen_ai.completion` where recorded (rig, with content recording on).
-//! - Duration: from the span's creation to its close.
-//! - Spans without `gen_ai.operation.name` or a `runtally.*` field are not looked at beyond
-//!   their field names; events only when they are at ERROR or carry `error.type` or a score.
-//!   runtally's own events (targets `runtally` and `runtally::…`) never fail a task.
 //! - rig 0.44 opens `invoke_agent` only when no span is current; inside a span of the host's it
 //!   records its calls on that span. To make each agent call a task of a host's run, call it
 //!   inside a span with `runtally.task_id` (or `gen_ai.operation.name = "invoke_agent"`). rig
 //!   records no error on a run that fails (only on tool calls): such a run reads `completed`
 //!   unless a span of the host's around it records `error.type`.
-//! - Explicit task ids must be unique within their run: a second result for an id replaces the
-//!   first, as with [`RunHandle::task_finished`].
+//! - Spans without `gen_ai.operation.name` or a `runtally.*` field are not looked at beyond
+//!   their field names; events only when they are at ERROR or carry `error.type` or a score.
 //!
 //! # Never blocks, never panics
 //!
@@ -71,8 +50,6 @@
 //! open are counted (`tracing.open_runs`, `tracing.open_tasks`), and a run whose span never
 //! closed is in [`ShutdownReport::unfinished_runs`](crate::ShutdownReport::unfinished_runs).
 
-mod mapping;
-
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -86,9 +63,10 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use crate::aggregator::{Aggregator, RunHandle, RunStart};
 use crate::error::RecordError;
-use crate::model::{ExecutionId, PlanId, QcVerification, TaskDefinition, TaskId, TaskResult};
-pub use mapping::MAPPING_VERSION;
-use mapping::{qc_score, Operation, SpanFields};
+use crate::genai::mapping::{self, Operation, SpanFields};
+use crate::genai::tally::{display_name, Helper, Tally};
+pub use crate::genai::MAPPING_VERSION;
+use crate::model::{ExecutionId, PlanId, TaskId};
 
 /// The layer: add it to a `tracing_subscriber::registry()`; see the [module docs](self).
 pub fn layer(aggregator: &Aggregator) -> RuntallyLayer {
@@ -133,9 +111,8 @@ impl std::fmt::Debug for RuntallyLayer {
 /// What runtally keeps in a span it tracks (the span's extensions).
 struct Tracked {
     role: Role,
-    fields: SpanFields,
+    tally: Tally,
     opened: Instant,
-    below: Below,
 }
 
 enum Role {
@@ -144,10 +121,8 @@ enum Role {
         run: Arc<RunState>,
         id: TaskId,
     },
-    Inference,
-    Tool,
-    /// An agent or workflow below a task: its calls count for the task.
-    Nested,
+    /// A model call, tool call or nested agent: it counts for the tracked span above it.
+    Helper(Helper),
     /// A run runtally refused (its id already live, shutting down…): the spans below it are
     /// not recorded either, rather than each becoming a run of its own.
     Refused,
@@ -159,151 +134,6 @@ struct RunState {
     handle: RunHandle,
     tasks: AtomicU32,
     inferences: AtomicU64,
-}
-
-/// What the spans below a tracked span reported, as they closed.
-#[derive(Default)]
-struct Below {
-    input: u64,
-    output: u64,
-    tool_calls: u64,
-    /// Model calls seen below (with or without usage).
-    inferences: u64,
-    error: Option<String>,
-    evaluation: Option<SpanFields>,
-}
-
-impl Below {
-    fn add(&mut self, other: Below) {
-        self.input = self.input.saturating_add(other.input);
-        self.output = self.output.saturating_add(other.output);
-        self.tool_calls = self.tool_calls.saturating_add(other.tool_calls);
-        self.inferences = self.inferences.saturating_add(other.inferences);
-        if self.error.is_none() {
-            self.error = other.error;
-        }
-        if other.evaluation.is_some() {
-            self.evaluation = other.evaluation;
-        }
-    }
-
-    /// Whether anything happened below (a run's own calls become a task only then).
-    fn is_empty(&self) -> bool {
-        self.inferences == 0
-            && self.tool_calls == 0
-            && self.error.is_none()
-            && self.evaluation.is_none()
-    }
-}
-
-impl Tracked {
-    /// The span's own usage counts only when no model call below it was seen.
-    fn tokens(&self) -> (u64, u64) {
-        if self.below.inferences > 0 {
-            (self.below.input, self.below.output)
-        } else {
-            (
-                self.below
-                    .input
-                    .saturating_add(self.fields.input_tokens.unwrap_or(0)),
-                self.below
-                    .output
-                    .saturating_add(self.fields.output_tokens.unwrap_or(0)),
-            )
-        }
-    }
-
-    fn error(&self) -> Option<String> {
-        self.fields
-            .error_type
-            .clone()
-            .or_else(|| self.below.error.clone())
-    }
-
-    /// What a closing span that is not a run or a task hands to the tracked span above it.
-    fn into_contribution(self) -> Below {
-        let (input, output) = self.tokens();
-        let Tracked {
-            role,
-            mut fields,
-            below: mut contribution,
-            ..
-        } = self;
-        contribution.input = input;
-        contribution.output = output;
-        match role {
-            Role::Inference => {
-                contribution.inferences = contribution.inferences.saturating_add(1);
-                // A failed model call is the task's to handle (it may retry).
-                contribution.error = None;
-            }
-            Role::Tool => {
-                contribution.tool_calls = contribution.tool_calls.saturating_add(1);
-                contribution.error = None;
-            }
-            Role::Nested => {
-                if contribution.error.is_none() {
-                    contribution.error = fields.error_type.take();
-                }
-            }
-            Role::Run(_) | Role::Task { .. } | Role::Refused => {}
-        }
-        if fields.score.is_some() {
-            contribution.evaluation = Some(fields);
-        }
-        contribution
-    }
-
-    /// The task result for a task span, or a run's own work. Consumes the span's state, so
-    /// a recorded output moves into the result rather than being copied.
-    fn into_result(self, id: TaskId) -> (TaskDefinition, TaskResult) {
-        let error = self.error();
-        let (input, output) = self.tokens();
-        let elapsed = self.opened.elapsed().as_millis();
-        let Tracked { fields, below, .. } = self;
-        let mut task = TaskDefinition::new(id.clone());
-        if let Some(title) = fields.agent_name.clone().or(fields.workflow_name.clone()) {
-            task = task.with_title(title);
-        }
-        if let Some(role) = fields.agent_description.clone() {
-            task = task.with_agent_role(role);
-        }
-        let mut result = match error {
-            Some(error) => TaskResult::failure(id, error),
-            None => TaskResult::success(id),
-        };
-        result = result
-            .with_tokens(input, output)
-            .with_tool_calls(below.tool_calls)
-            .with_duration_ms(u64::try_from(elapsed).unwrap_or(u64::MAX));
-        let evaluation = if fields.score.is_some() {
-            Some(&fields)
-        } else {
-            below.evaluation.as_ref()
-        };
-        if let Some(qc) = evaluation.and_then(|e| {
-            let score = qc_score(e.score?)?;
-            let mut qc = QcVerification::new(e.qc_passed(), score);
-            qc.feedback = e.explanation.clone();
-            Some(qc)
-        }) {
-            result = result.with_qc(qc);
-        }
-        if let Some(completion) = fields.completion {
-            result = result.with_output(completion);
-        }
-        (task, result)
-    }
-}
-
-/// The name a run or task takes when no field names it.
-fn display_name(fields: &SpanFields, span_name: &str) -> String {
-    fields
-        .agent_name
-        .as_ref()
-        .or(fields.workflow_name.as_ref())
-        .cloned()
-        .unwrap_or_else(|| span_name.to_owned())
 }
 
 /// An event's fields: what a task takes from it, and its message.
@@ -418,7 +248,8 @@ impl RuntallyLayer {
     }
 
     fn record(&self, handle: &RunHandle, id: TaskId, tracked: Tracked) {
-        let (task, result) = tracked.into_result(id);
+        let elapsed = u64::try_from(tracked.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (task, result) = tracked.tally.into_result(id, elapsed);
         match handle.try_task_finished(task, result) {
             Ok(()) => {
                 self.metrics().tracing_tasks.fetch_add(1, Ordering::Relaxed);
@@ -433,21 +264,16 @@ impl RuntallyLayer {
 
     /// Ends a run: its own calls become a task, then its end is queued for its actor.
     fn end(&self, run: &RunState, mut tracked: Tracked, span_name: &str) {
-        // Usage the run's span records itself is a total over its model calls (rig records one
-        // on `invoke_agent`): when its tasks saw model calls, it would count theirs again.
-        if run.inferences.load(Ordering::Relaxed) > 0 {
-            tracked.fields.input_tokens = None;
-            tracked.fields.output_tokens = None;
-        }
-        let own_usage =
-            tracked.fields.input_tokens.is_some() || tracked.fields.output_tokens.is_some();
-        let own_work = !tracked.below.is_empty()
-            || tracked.fields.error_type.is_some()
-            || own_usage
-            || run.tasks.load(Ordering::Relaxed) == 0;
+        let own_work = tracked.tally.run_did_work(
+            run.inferences.load(Ordering::Relaxed),
+            run.tasks.load(Ordering::Relaxed),
+        );
         if own_work {
             // `-0`: generated task ids count from 1, so the run's own work never takes one.
-            match TaskId::new(format!("{}-0", display_name(&tracked.fields, span_name))) {
+            match TaskId::new(format!(
+                "{}-0",
+                display_name(&tracked.tally.fields, span_name)
+            )) {
                 Ok(id) => self.record(&run.handle, id, tracked),
                 Err(e) => self.dropped("a task result", run.handle.execution_id().as_str(), &e),
             }
@@ -488,7 +314,7 @@ where
         let run = match &tracked.role {
             Role::Run(run) | Role::Task { run, .. } => Some(Arc::clone(run)),
             Role::Refused => return Place::Refused,
-            Role::Inference | Role::Tool | Role::Nested => None,
+            Role::Helper(_) => None,
         };
         drop(ext);
         if nearest.is_none() {
@@ -559,20 +385,17 @@ where
                         }
                     }
                 } else {
-                    match operation {
-                        Operation::Inference => Role::Inference,
-                        Operation::ExecuteTool => Role::Tool,
-                        Operation::InvokeAgent | Operation::InvokeWorkflow => Role::Nested,
-                        Operation::Other => return,
+                    match Helper::of(operation) {
+                        Some(helper) => Role::Helper(helper),
+                        None => return,
                     }
                 }
             }
         };
         span.extensions_mut().insert(Tracked {
             role,
-            fields,
+            tally: Tally::new(fields),
             opened: Instant::now(),
-            below: Below::default(),
         });
     }
 
@@ -590,7 +413,7 @@ where
         self.count_malformed(std::mem::take(&mut fields.malformed));
         let mut ext = span.extensions_mut();
         if let Some(tracked) = ext.get_mut::<Tracked>() {
-            tracked.fields.merge(fields);
+            tracked.tally.fields.merge(fields);
         }
     }
 
@@ -630,12 +453,7 @@ where
         let Some(tracked) = ext.get_mut::<Tracked>() else {
             return;
         };
-        if tracked.below.error.is_none() {
-            tracked.below.error = error;
-        }
-        if visit.fields.score.is_some() {
-            tracked.below.evaluation = Some(visit.fields);
-        }
+        tracked.tally.below.event(error, visit.fields);
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
@@ -651,21 +469,25 @@ where
             Role::Task { run, id } => {
                 let (run, id) = (Arc::clone(run), id.clone());
                 run.inferences
-                    .fetch_add(tracked.below.inferences, Ordering::Relaxed);
+                    .fetch_add(tracked.tally.below.inferences, Ordering::Relaxed);
                 self.record(&run.handle, id, tracked);
                 self.metrics()
                     .tracing_open_tasks
                     .fetch_sub(1, Ordering::Relaxed);
             }
             Role::Refused => {}
-            Role::Inference | Role::Tool | Role::Nested => {
+            Role::Helper(helper) => {
+                let helper = *helper;
                 let nearest = match place(&span) {
                     Place::In { nearest, .. } => nearest,
                     Place::Outside | Place::Refused => return,
                 };
                 let mut ext = nearest.extensions_mut();
                 if let Some(above) = ext.get_mut::<Tracked>() {
-                    above.below.add(tracked.into_contribution());
+                    above
+                        .tally
+                        .below
+                        .add(tracked.tally.into_contribution(helper));
                 }
             }
         }

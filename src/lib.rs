@@ -74,7 +74,7 @@
 //! (`scripts/layers` checks this in the test suite).
 //!
 //! ```text
-//!  capture         layer.rs (the tracing layer) + layer/mapping.rs (span fields → runs, tasks)
+//!  capture         layer.rs (the tracing layer)
 //!                         │
 //!  public handle   aggregator.rs (Aggregator, RunHandle)   registry.rs (live runs, generic)
 //!                         │
@@ -88,6 +88,8 @@
 //!                  retry.rs (backoff, retry decision)  inbox.rs (actor → writer queue)
 //!                  buffer/record.rs (record format, checksums)
 //!                  slots.rs (pending bounds)  config.rs (builders, defaults)
+//!                  genai.rs (GenAI spans → runs: genai/mapping.rs fields, genai/tally.rs
+//!                  counts, genai/trace.rs a finished trace)
 //!                         │
 //!  data            model.rs (ids, TaskResult, ModelError)  rows.rs (graph rows)
 //!                  error.rs  rejected.rs  spill.rs  metrics.rs  sync.rs
@@ -254,8 +256,9 @@
 //!   [`metrics::facade`](crate::metrics).
 //! - `tracing-layer`: [`layer()`](crate::layer()), a `tracing_subscriber::Layer` that turns
 //!   GenAI agent spans (rig's, or any following the OpenTelemetry GenAI conventions) into runs
-//!   and tasks with no runtally call in the host's code; the mapping is in the `layer`
-//!   module's docs. Adds `tracing-subscriber` with its `registry` only.
+//!   and tasks with no runtally call in the host's code. The mapping is in [`genai`], the
+//!   layer's own notes in the `layer` module's docs. Adds `tracing-subscriber` with its
+//!   `registry` only.
 //!
 //! # Minimum supported Rust version
 //!
@@ -268,6 +271,7 @@ pub mod buffer;
 pub mod config;
 pub mod error;
 mod execution;
+pub mod genai;
 mod inbox;
 #[cfg(feature = "tracing-layer")]
 pub mod layer;

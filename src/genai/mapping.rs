@@ -3,8 +3,9 @@
 //! in one place because every `gen_ai.*` name is still "development" upstream and may change;
 //! [`MAPPING_VERSION`] names the version this file follows.
 //!
-//! Pure: no span, no subscriber. The layer ([`super::RuntallyLayer`]) feeds recorded values in
-//! through [`SpanFields`]'s [`Visit`] implementation and reads the result.
+//! Pure: no span, no subscriber. The `tracing` layer feeds recorded values in
+//! through [`SpanFields`]'s [`Visit`] implementation, the trace assembler ([`super::trace`])
+//! through [`SpanFields::record`], and both read the result.
 
 use tracing::field::{Field, Visit};
 
@@ -136,24 +137,45 @@ fn slot(name: &str) -> Slot {
     }
 }
 
-impl SpanFields {
-    fn text(&mut self, field: &Field, value: &str) {
-        match slot(field.name()) {
-            Slot::Text(place) => *place(self) = Some(value.to_owned()),
-            Slot::Operation => self.operation = Some(Operation::parse(value)),
-            Slot::Count(_) | Slot::Score | Slot::Flag => self.malformed += 1,
-            Slot::Ignored => {}
-        }
-    }
+/// One attribute or field value, as a span carries it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum AttributeValue<'a> {
+    /// Text.
+    Str(&'a str),
+    /// A signed integer (OpenTelemetry's `intValue`).
+    Int(i64),
+    /// An unsigned integer (`tracing`'s `u64` fields).
+    Uint(u64),
+    /// A floating-point number.
+    Double(f64),
+    /// A boolean.
+    Bool(bool),
+}
 
-    fn count(&mut self, field: &Field, value: u64) {
-        match slot(field.name()) {
-            Slot::Count(place) => *place(self) = Some(value),
+impl SpanFields {
+    /// Records one named value: where runtally reads the name, the value goes to its slot; a
+    /// value of the wrong type or range counts in `malformed`; other names are ignored.
+    pub(crate) fn record(&mut self, name: &str, value: AttributeValue<'_>) {
+        match (slot(name), value) {
+            (Slot::Ignored, _) => {}
+            (Slot::Text(place), AttributeValue::Str(v)) => *place(self) = Some(v.to_owned()),
+            (Slot::Operation, AttributeValue::Str(v)) => self.operation = Some(Operation::parse(v)),
             // A number where text belongs (an id given as a number) reads as its digits.
-            Slot::Text(place) => *place(self) = Some(value.to_string()),
-            Slot::Score => self.score = Some(value as f64),
-            Slot::Operation | Slot::Flag => self.malformed += 1,
-            Slot::Ignored => {}
+            (Slot::Text(place), AttributeValue::Uint(v)) => *place(self) = Some(v.to_string()),
+            (Slot::Text(place), AttributeValue::Int(v)) if v >= 0 => {
+                *place(self) = Some(v.to_string())
+            }
+            (Slot::Count(place), AttributeValue::Uint(v)) => *place(self) = Some(v),
+            (Slot::Count(place), AttributeValue::Int(v)) => match u64::try_from(v) {
+                Ok(v) => *place(self) = Some(v),
+                Err(_) => self.malformed += 1,
+            },
+            (Slot::Score, AttributeValue::Uint(v)) => self.score = Some(v as f64),
+            (Slot::Score, AttributeValue::Int(v)) => self.score = Some(v as f64),
+            (Slot::Score, AttributeValue::Double(v)) if v.is_finite() => self.score = Some(v),
+            (Slot::Flag, AttributeValue::Bool(v)) => self.qc_passed = Some(v),
+            _ => self.malformed += 1,
         }
     }
 
@@ -214,38 +236,23 @@ pub(crate) fn qc_score(value: f64) -> Option<i64> {
 
 impl Visit for SpanFields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, value);
+        self.record(field.name(), AttributeValue::Str(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.count(field, value);
+        self.record(field.name(), AttributeValue::Uint(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        match u64::try_from(value) {
-            Ok(value) => self.count(field, value),
-            Err(_) => match slot(field.name()) {
-                Slot::Score => self.score = Some(value as f64),
-                Slot::Ignored => {}
-                _ => self.malformed += 1,
-            },
-        }
+        self.record(field.name(), AttributeValue::Int(value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        match slot(field.name()) {
-            Slot::Score if value.is_finite() => self.score = Some(value),
-            Slot::Ignored => {}
-            _ => self.malformed += 1,
-        }
+        self.record(field.name(), AttributeValue::Double(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        match slot(field.name()) {
-            Slot::Flag => self.qc_passed = Some(value),
-            Slot::Ignored => {}
-            _ => self.malformed += 1,
-        }
+        self.record(field.name(), AttributeValue::Bool(value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
@@ -254,7 +261,7 @@ impl Visit for SpanFields {
         if let Slot::Ignored = slot(field.name()) {
             return;
         }
-        self.text(field, &format!("{value:?}"));
+        self.record(field.name(), AttributeValue::Str(&format!("{value:?}")));
     }
 }
 
