@@ -5,4 +5,5 @@ pub(crate) mod drain;
 pub(crate) mod loadgen;
 pub(crate) mod read;
 pub(crate) mod replay;
+pub(crate) mod serve;
 pub(crate) mod table;

@@ -1,6 +1,6 @@
 //! What the `runtally` command line needs beyond the library: the orchestration event stream
 //! it replays ([`events`], [`replay`]) and the synthetic workload of the demo, `loadgen` and the
-//! benchmarks ([`workload`]).
+//! benchmarks ([`workload`]), and the HTTP service of `runtally serve` ([`serve`]).
 //!
 //! An orchestrator embeds the `runtally` library crate; this crate is the tool around it, and
 //! its dependencies (clap, indicatif, a `tracing` subscriber, a Prometheus exporter, mimalloc)
@@ -8,6 +8,7 @@
 
 pub mod events;
 pub mod replay;
+pub mod serve;
 pub mod workload;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -15,7 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod commands;
 
-use commands::{demo, drain, loadgen, read, replay};
+use commands::{demo, drain, loadgen, read, replay, serve};
 
 /// Execution telemetry for AI-agent and workflow orchestrators, in Neo4j.
 #[derive(Parser)]
@@ -59,6 +59,10 @@ enum Command {
     /// of time at shutdown) to the database, prints one JSON line, and exits 0 once the
     /// directory is empty (1 if rows are left: the database stayed down past --timeout-secs).
     Drain(drain::DrainArgs),
+    /// Serves the aggregator over HTTP: POST /v1/events (the event stream's objects), POST
+    /// /v1/traces (OTLP/HTTP GenAI spans), GET /v1/runs/{id}, /healthz, /readyz, /metrics.
+    /// Stops on SIGTERM or SIGINT: stops accepting, answers what is in flight, flushes.
+    Serve(serve::ServeArgs),
     /// Shows one run as the seed's status and task queries read it.
     Status(read::StatusArgs),
     /// Lists runs, newest first, as the seed's list query reads them.
@@ -204,6 +208,7 @@ fn main() -> ExitCode {
             Command::Replay(args) => replay::run(args).await,
             Command::Loadgen(args) => loadgen::run(args).await,
             Command::Drain(args) => drain::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
             Command::Status(args) => read::status(args).await,
             Command::List(args) => read::list(args).await,
             Command::Reconcile(args) => read::reconcile(args).await,

@@ -39,11 +39,15 @@ const EXPLANATION: &str = "gen_ai.evaluation.explanation";
 
 /// Whether a span or event with these field names can matter to runtally: the one check made
 /// for every span of every library, so it only compares names.
+// Only the `tracing` layer reads fields as they are recorded.
+#[cfg(feature = "tracing-layer")]
 pub(crate) fn is_candidate<'a>(mut names: impl Iterator<Item = &'a str>) -> bool {
     names.any(|name| name == OPERATION || name.starts_with("runtally."))
 }
 
 /// Whether an event's fields carry something a task takes: an error or an evaluation.
+// Only the `tracing` layer reads fields as they are recorded.
+#[cfg(feature = "tracing-layer")]
 pub(crate) fn event_matters<'a>(mut names: impl Iterator<Item = &'a str>) -> bool {
     names.any(|name| name == ERROR_TYPE || name == SCORE_VALUE)
 }
@@ -180,6 +184,8 @@ impl SpanFields {
     }
 
     /// Merges what `other` recorded into these fields (later values win).
+    // Only the `tracing` layer reads fields as they are recorded.
+    #[cfg(feature = "tracing-layer")]
     pub(crate) fn merge(&mut self, other: SpanFields) {
         fn take<T>(into: &mut Option<T>, from: Option<T>) {
             if from.is_some() {

@@ -285,15 +285,19 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 /// Installs the Prometheus recorder with an HTTP listener on the current runtime.
 pub(crate) fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    PrometheusBuilder::new()
+    prometheus()?
         .with_http_listener(addr)
-        .set_buckets_for_metric(
-            Matcher::Full("runtally_flush_duration_seconds".to_owned()),
-            &[
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ],
-        )?
         .install()
         .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))
+}
+
+/// The Prometheus exporter with runtally's histogram buckets.
+pub(crate) fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusBuilder> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    Ok(PrometheusBuilder::new().set_buckets_for_metric(
+        Matcher::Full("runtally_flush_duration_seconds".to_owned()),
+        &[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ],
+    )?)
 }
