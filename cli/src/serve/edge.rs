@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn depth_counts_brackets_outside_strings_only() {
-        assert!(check_depth(br#"[{"a":[1,2,{"b":"[[[[[[["}]}]"#, 3).is_ok());
+        assert!(check_depth(br#"[{"a":[1,2,{"b":"[[[[[[["}]}]"#, 4).is_ok());
         assert!(matches!(
             check_depth(br#"[{"a":[[1]]}]"#, 3),
             Err(EdgeError::TooDeep(3))

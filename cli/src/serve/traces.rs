@@ -105,7 +105,14 @@ impl Traces {
     /// Takes a request's spans, all or none: refused with [`EdgeError::Full`] when they would
     /// pass `max_held_spans`.
     pub(crate) fn offer(&self, spans: Vec<(TraceId, SpanRecord)>) -> Result<Offer, EdgeError> {
-        let now = Instant::now();
+        self.offer_at(Instant::now(), spans)
+    }
+
+    fn offer_at(
+        &self,
+        now: Instant,
+        spans: Vec<(TraceId, SpanRecord)>,
+    ) -> Result<Offer, EdgeError> {
         let mut held = self.lock();
         if held.spans + spans.len() > self.max_spans {
             return Err(EdgeError::Full(1));
@@ -131,8 +138,7 @@ impl Traces {
     }
 
     /// Takes the traces that are ready (or, with `all`, every held trace) out of the held set.
-    fn take_ready(&self, all: bool) -> Vec<Ready> {
-        let now = Instant::now();
+    fn take_ready(&self, now: Instant, all: bool) -> Vec<Ready> {
         let mut held = self.lock();
         let ready: Vec<TraceId> = held
             .traces
@@ -199,13 +205,13 @@ pub(crate) async fn run(
             _ = interval.tick() => {}
             _ = stop.changed() => break,
         }
-        for ready in traces.take_ready(false) {
+        for ready in traces.take_ready(Instant::now(), false) {
             if tx.send(ready).await.is_err() {
                 return;
             }
         }
     }
-    for ready in traces.take_ready(true) {
+    for ready in traces.take_ready(Instant::now(), true) {
         if tx.send(ready).await.is_err() {
             break;
         }
@@ -278,4 +284,75 @@ async fn apply_run(aggregator: &Aggregator, run: AssembledRun) -> Result<u64, Ap
     }
     handle.finish(end_time).await?;
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    const A: TraceId = [1; 16];
+    const B: TraceId = [2; 16];
+
+    fn span(id: u64, parent: Option<u64>) -> SpanRecord {
+        SpanRecord::new(id, parent, "s", Utc::now(), Utc::now())
+    }
+
+    fn traces() -> Traces {
+        Traces::new(5, 10, Duration::from_millis(100), Duration::from_secs(10))
+    }
+
+    #[test]
+    fn a_trace_waits_for_its_root_then_for_the_settle_time() {
+        let t = traces();
+        let t0 = Instant::now();
+        t.offer_at(t0, vec![(A, span(2, Some(1)))]).expect("room");
+        assert!(
+            t.take_ready(t0 + Duration::from_secs(5), false).is_empty(),
+            "no root yet"
+        );
+        t.offer_at(t0, vec![(A, span(1, None))]).expect("room");
+        // A child after its root (Node's exporter posts concurrently) is still taken.
+        let t1 = t0 + Duration::from_millis(60);
+        t.offer_at(t1, vec![(A, span(3, Some(1)))]).expect("room");
+        assert!(t
+            .take_ready(t1 + Duration::from_millis(99), false)
+            .is_empty());
+        let ready = t.take_ready(t1 + Duration::from_millis(100), false);
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].spans.len(), 3);
+        // After assembly, a span of the trace is late; a new trace is not.
+        let offer = t
+            .offer_at(t1, vec![(A, span(4, Some(1))), (B, span(9, None))])
+            .expect("room");
+        assert_eq!(offer.late, 1);
+    }
+
+    #[test]
+    fn a_trace_without_its_root_is_assembled_after_the_hold_time() {
+        let t = traces();
+        let t0 = Instant::now();
+        t.offer_at(t0, vec![(A, span(2, Some(1)))]).expect("room");
+        assert!(t
+            .take_ready(t0 + Duration::from_millis(9_999), false)
+            .is_empty());
+        assert_eq!(t.take_ready(t0 + Duration::from_secs(10), false).len(), 1);
+        assert_eq!(t.counts.traces_expired.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn held_spans_are_bounded_and_a_request_is_taken_whole_or_not_at_all() {
+        let t = traces();
+        let t0 = Instant::now();
+        let four: Vec<_> = (1..=4).map(|i| (A, span(i, Some(99)))).collect();
+        t.offer_at(t0, four).expect("room for 4 of 5");
+        let two = vec![(B, span(1, None)), (B, span(2, Some(1)))];
+        assert!(matches!(t.offer_at(t0, two), Err(EdgeError::Full(_))));
+        assert_eq!(t.held_spans(), 4);
+        // Released once applied, not when taken out of the held set.
+        let ready = t.take_ready(t0, true);
+        assert_eq!(t.held_spans(), 4);
+        t.release(ready[0].spans.len());
+        assert_eq!(t.held_spans(), 0);
+    }
 }

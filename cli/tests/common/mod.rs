@@ -150,3 +150,119 @@ impl Poller {
         self.task.await.expect("poller joins")
     }
 }
+
+/// A `runtally serve` process of a test's own, on a port the system picks; stopped with
+/// SIGTERM (and waited for) on drop, unless [`Serve::stop`] already did.
+pub struct Serve {
+    child: Option<std::process::Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its stderr lines, as they come.
+    pub stderr: std::sync::mpsc::Receiver<String>,
+    stdout: Option<std::process::ChildStdout>,
+}
+
+impl Serve {
+    /// Starts `runtally serve --listen 127.0.0.1:0 ARGS…` against the database in `env`
+    /// (NEO4J_*), and waits for its "listening" line.
+    pub fn start(env: &[(&'static str, String)], args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runtally"))
+            .env_remove("NEO4J_URI")
+            .env_remove("NEO4J_USER")
+            .env_remove("NEO4J_PASSWORD")
+            .env_remove("NEO4J_DATABASE")
+            .env_remove("RUNTALLY_TOKEN")
+            .envs(env.iter().cloned())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runtally serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut seen = Vec::new();
+        let url = loop {
+            let left = deadline
+                .checked_duration_since(std::time::Instant::now())
+                .unwrap_or_default();
+            match rx.recv_timeout(left) {
+                Ok(line) => match line.split_once("listening on ") {
+                    Some((_, url)) => break url.trim().to_owned(),
+                    None => seen.push(line),
+                },
+                Err(_) => panic!("serve did not start: {seen:?}"),
+            }
+        };
+        let stdout = child.stdout.take();
+        Serve {
+            child: Some(child),
+            url,
+            stderr: rx,
+            stdout,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and the JSON line on stdout.
+    pub fn stop(&mut self) -> (std::process::ExitStatus, serde_json::Value) {
+        use std::io::Read;
+        let mut child = self.child.take().expect("running");
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().expect("serve exits");
+        let mut out = String::new();
+        if let Some(mut stdout) = self.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        let line = out.lines().last().unwrap_or("null");
+        (
+            status,
+            serde_json::from_str(line).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// The live database's settings (NEO4J_*), for child processes.
+pub fn db_env() -> Vec<(&'static str, String)> {
+    [
+        "NEO4J_URI",
+        "NEO4J_USER",
+        "NEO4J_PASSWORD",
+        "NEO4J_DATABASE",
+    ]
+    .into_iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k, v)))
+    .collect()
+}
+
+/// The repository's root.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ is in the repository")
+        .to_path_buf()
+}
