@@ -7,6 +7,7 @@
 //! never reach an embedder's build.
 
 pub mod events;
+pub mod http;
 pub mod replay;
 pub mod serve;
 pub mod workload;

@@ -31,6 +31,25 @@ pub enum ReplayError {
     /// The result or finish was refused.
     #[error("{0}")]
     Record(#[from] RecordError),
+    /// `runtally serve` refused the event (its error code and reason).
+    #[error("refused by the service ({code}): {reason}")]
+    Refused {
+        /// The service's error code (`invalid_event`, `unknown_run`, …).
+        code: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// The request carrying the event got no usable answer.
+    #[error("{0}")]
+    Http(#[from] crate::http::HttpError),
+    /// The service answered with a status and body that are not an events answer.
+    #[error("the service answered {status}: {body}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Its body (truncated).
+        body: String,
+    },
 }
 
 /// A line that was not applied, with its 1-based number.
@@ -59,12 +78,17 @@ pub struct ReplaySummary {
     pub errors: Vec<LineError>,
 }
 
-/// Replays the lines of `input` with up to `concurrency` runs in flight.
-///
-/// Runs are replayed in the order of their first line; the events of one run in file order.
-/// Returns once every line was applied or refused (the writes may still be pending: call
-/// [`Aggregator::flush`]).
-pub async fn replay(aggregator: &Aggregator, input: &[u8], concurrency: usize) -> ReplaySummary {
+/// An event stream's valid lines, by run (in the order of each run's first line; each run's
+/// events in file order, with their 1-based line numbers), and its invalid lines.
+pub struct Grouped {
+    /// Each run's events.
+    pub runs: Vec<Vec<(usize, Event)>>,
+    /// Lines that are not events.
+    pub errors: Vec<LineError>,
+}
+
+/// Parses `input` (JSON lines) and groups its events by run.
+pub fn group(input: &[u8]) -> Grouped {
     let mut errors = Vec::new();
     let mut order: Vec<ExecutionId> = Vec::new();
     let mut runs: HashMap<ExecutionId, Vec<(usize, Event)>> = HashMap::new();
@@ -89,18 +113,28 @@ pub async fn replay(aggregator: &Aggregator, input: &[u8], concurrency: usize) -
             }),
         }
     }
+    Grouped {
+        runs: order
+            .into_iter()
+            .filter_map(|id| runs.remove(&id))
+            .collect(),
+        errors,
+    }
+}
+
+/// Replays the lines of `input` with up to `concurrency` runs in flight.
+///
+/// Runs are replayed in the order of their first line; the events of one run in file order.
+/// Returns once every line was applied or refused (the writes may still be pending: call
+/// [`Aggregator::flush`]).
+pub async fn replay(aggregator: &Aggregator, input: &[u8], concurrency: usize) -> ReplaySummary {
+    let Grouped { runs, errors } = group(input);
     let summary = Mutex::new(ReplaySummary {
-        runs: order.len(),
+        runs: runs.len(),
         errors,
         ..ReplaySummary::default()
     });
-    let queue = Mutex::new(
-        order
-            .into_iter()
-            .rev()
-            .filter_map(|id| runs.remove(&id))
-            .collect::<Vec<_>>(),
-    );
+    let queue = Mutex::new(runs.into_iter().rev().collect::<Vec<_>>());
     let worker = || async {
         loop {
             let next = lock(&queue).pop();
@@ -249,4 +283,145 @@ fn find(
     let run = aggregator.run(&id).ok_or(ReplayError::UnknownRun(id))?;
     *handle = Some(run.clone());
     Ok(run)
+}
+
+/// What a replay over HTTP did: the replay's summary, and the requests it took.
+#[derive(Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct HttpReplaySummary {
+    /// Runs, accepted task results and events, and refused lines.
+    #[serde(flatten)]
+    pub replay: ReplaySummary,
+    /// Requests answered.
+    pub requests: usize,
+    /// Requests that were retried after a 429 or 503.
+    pub retried: usize,
+    /// Each request's latency (last attempt), in microseconds.
+    #[serde(skip)]
+    pub latencies_us: Vec<u64>,
+}
+
+/// Replays the lines of `input` through `runtally serve` (`POST /v1/events`): each run's
+/// events in order, in requests of at most `per_request` events (0: a run's events in one
+/// request), with up to `concurrency` runs in flight.
+pub async fn replay_over_http(
+    client: &crate::http::ServeClient,
+    input: &[u8],
+    concurrency: usize,
+    per_request: usize,
+) -> HttpReplaySummary {
+    let Grouped { runs, errors } = group(input);
+    let summary = Mutex::new(HttpReplaySummary {
+        replay: ReplaySummary {
+            runs: runs.len(),
+            errors,
+            ..ReplaySummary::default()
+        },
+        ..HttpReplaySummary::default()
+    });
+    let queue = Mutex::new(runs.into_iter().rev().collect::<Vec<_>>());
+    let worker = || async {
+        loop {
+            let next = lock(&queue).pop();
+            let Some(events) = next else { break };
+            let chunk = if per_request == 0 {
+                events.len().max(1)
+            } else {
+                per_request
+            };
+            for part in events.chunks(chunk) {
+                post_events(client, part, &summary).await;
+            }
+        }
+    };
+    futures_util::future::join_all((0..concurrency.max(1)).map(|_| worker())).await;
+    let mut summary = summary.into_inner().unwrap_or_else(|e| e.into_inner());
+    summary.replay.errors.sort_by_key(|e| e.line);
+    summary
+}
+
+async fn post_events(
+    client: &crate::http::ServeClient,
+    part: &[(usize, Event)],
+    summary: &Mutex<HttpReplaySummary>,
+) {
+    let events: Vec<&Event> = part.iter().map(|(_, e)| e).collect();
+    let body = match serde_json::to_vec(&events) {
+        Ok(body) => body,
+        Err(e) => {
+            let mut s = lock(summary);
+            for (line, _) in part {
+                s.replay.errors.push(LineError {
+                    line: *line,
+                    error: ReplayError::Parse(EventError::Json(serde_json::Error::io(
+                        std::io::Error::other(e.to_string()),
+                    ))),
+                });
+            }
+            return;
+        }
+    };
+    let outcome = client
+        .post("/v1/events", "application/json", body.into())
+        .await;
+    let mut s = lock(summary);
+    let answer = match outcome {
+        Ok(answer) => answer,
+        Err(e) => {
+            let first = part.first().map_or(0, |(line, _)| *line);
+            s.replay.errors.push(LineError {
+                line: first,
+                error: e.into(),
+            });
+            return;
+        }
+    };
+    s.requests += 1;
+    s.retried += usize::from(answer.attempts > 1);
+    s.latencies_us
+        .push(u64::try_from(answer.latency.as_micros()).unwrap_or(u64::MAX));
+    #[derive(serde::Deserialize)]
+    struct Rejected {
+        index: usize,
+        error: String,
+        reason: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        rejected: Vec<Rejected>,
+    }
+    let reply: Reply = match (answer.status, serde_json::from_slice(&answer.body)) {
+        (200 | 400, Ok(reply)) => reply,
+        (status, _) => {
+            let first = part.first().map_or(0, |(line, _)| *line);
+            let body = String::from_utf8_lossy(&answer.body);
+            s.replay.errors.push(LineError {
+                line: first,
+                error: ReplayError::Status {
+                    status,
+                    body: body.chars().take(200).collect(),
+                },
+            });
+            return;
+        }
+    };
+    let mut refused = vec![false; part.len()];
+    for r in reply.rejected {
+        if let Some((line, _)) = part.get(r.index) {
+            refused[r.index] = true;
+            s.replay.errors.push(LineError {
+                line: *line,
+                error: ReplayError::Refused {
+                    code: r.error,
+                    reason: r.reason,
+                },
+            });
+        }
+    }
+    for ((_, event), refused) in part.iter().zip(refused) {
+        if !refused {
+            s.replay.events += 1;
+            s.replay.tasks += usize::from(matches!(event, Event::TaskFinished { .. }));
+        }
+    }
 }

@@ -9,6 +9,7 @@
 //!                          ▼                                                            │
 //!                       held traces (serve/traces.rs): settle / hold ──► genai::assemble
 //!  readers          ──► GET /v1/runs/{id} live snapshot, else the database's
+//!  clients          ──► POST /v1/flush   answers once what came before is written
 //!  probes           ──► GET /healthz, /readyz, /metrics
 //!                       every request: serve/edge.rs (token, body limit, gzip, depth)
 //! ```
@@ -233,6 +234,7 @@ pub async fn serve(
         .route("/v1/events", post(events::post))
         .route("/v1/traces", post(otlp::post))
         .route("/v1/runs/{execution_id}", get(run))
+        .route("/v1/flush", post(flush))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -341,6 +343,26 @@ async fn run(
             edge::retry_after(&mut response, 1);
             Ok(response)
         }
+    }
+}
+
+/// `POST /v1/flush`: answers once everything accepted before it (events, and traces already
+/// assembled) is written, or refused by the database (counted, and named in the answer).
+async fn flush(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, EdgeError> {
+    shared.admit(&headers)?;
+    match shared.aggregator.flush().await {
+        Ok(()) => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"flushed": true, "rejected_rows": 0}),
+        )),
+        Err(runtally::FlushError::Rejected { rows }) => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"flushed": true, "rejected_rows": rows}),
+        )),
+        Err(_) => Err(EdgeError::ShuttingDown),
     }
 }
 

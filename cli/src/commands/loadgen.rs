@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 
 use crate::{BufferArgs, DbArgs};
 
+mod remote;
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StoreKind {
     /// The database.
@@ -98,6 +100,20 @@ pub(crate) struct LoadgenArgs {
     /// Measure how long a failing task takes to show as `status='failed'` in the database.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     probe_failures: bool,
+    /// Post the workload as event-stream JSON (a request per run) to a `runtally serve` at this
+    /// URL (`http://host:port`) instead of an aggregator in this process.
+    #[arg(long, conflicts_with = "otlp")]
+    http: Option<String>,
+    /// Post the workload as OTLP/HTTP protobuf traces (a request per run) to a `runtally serve`
+    /// at this URL instead of an aggregator in this process.
+    #[arg(long)]
+    otlp: Option<String>,
+    /// Bearer token for --http and --otlp.
+    #[arg(long, env = "RUNTALLY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// With --otlp: the service's --trace-settle-ms (waited before the final flush).
+    #[arg(long, default_value_t = 1000)]
+    settle_ms: u64,
     #[command(flatten)]
     buffer: BufferArgs,
     #[command(flatten)]
@@ -118,7 +134,22 @@ pub(crate) async fn run(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
         plan: args.plan.clone(),
         ..WorkloadSpec::default()
     };
-    let line = if args.raw {
+    let remote = match (&args.http, &args.otlp) {
+        (Some(url), _) => Some((remote::Format::Events, url)),
+        (None, Some(url)) => Some((remote::Format::Otlp, url)),
+        (None, None) => None,
+    };
+    let line = if let Some((format, url)) = remote {
+        remote::post(
+            format,
+            url,
+            args.token.clone(),
+            &spec,
+            args.concurrency,
+            Duration::from_millis(args.settle_ms),
+        )
+        .await?
+    } else if args.raw {
         raw(&args, &spec).await?
     } else {
         through_actors(&args, &spec).await?

@@ -40,6 +40,16 @@ pub(crate) struct ReplayArgs {
     /// Seconds to wait for the last writes at the end.
     #[arg(long, default_value_t = 120)]
     shutdown_timeout_secs: u64,
+    /// Post the events to a `runtally serve` at this URL (`http://host:port`) instead of an
+    /// aggregator in this process; ends with `POST /v1/flush`, so the time includes the writes.
+    #[arg(long)]
+    http: Option<String>,
+    /// Bearer token for --http.
+    #[arg(long, env = "RUNTALLY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// With --http: events per request (0: each run's events in one request).
+    #[arg(long, default_value_t = 0)]
+    events_per_request: usize,
     #[command(flatten)]
     buffer: BufferArgs,
     #[command(flatten)]
@@ -55,6 +65,9 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         std::fs::read(&args.events)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.events.display()))?
     };
+    if let Some(url) = args.http.clone() {
+        return over_http(&args, &url, &input).await;
+    }
     let config = args
         .buffer
         .apply(AggregatorConfig::builder())
@@ -112,6 +125,64 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{} rows were not written", report.unwritten_rows());
     }
     Ok(if summary.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+async fn over_http(args: &ReplayArgs, url: &str, input: &[u8]) -> anyhow::Result<ExitCode> {
+    let client = runtally_cli::http::ServeClient::new(url, args.token.clone(), 20);
+    let started = Instant::now();
+    let summary = runtally_cli::replay::replay_over_http(
+        &client,
+        input,
+        args.concurrency,
+        args.events_per_request,
+    )
+    .await;
+    let sent = started.elapsed().as_secs_f64();
+    let flushed = client
+        .post("/v1/flush", "application/json", "{}".into())
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    for error in &summary.replay.errors {
+        eprintln!("runtally: {error}");
+    }
+    let mut latencies = summary.latencies_us.clone();
+    latencies.sort_unstable();
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let flush: serde_json::Value = serde_json::from_slice(&flushed.body).unwrap_or_default();
+    let line = serde_json::json!({
+        "impl": "runtally-http",
+        "runs": summary.replay.runs,
+        "tasks": summary.replay.tasks,
+        "events": summary.replay.events,
+        "line_errors": summary.replay.errors.len(),
+        "concurrency": args.concurrency,
+        "events_per_request": args.events_per_request,
+        "requests": summary.requests,
+        "retried_requests": summary.retried,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "send_seconds": (sent * 1000.0).round() / 1000.0,
+        "tasks_per_s": (summary.replay.tasks as f64 / seconds).round(),
+        "events_per_s_sent": (summary.replay.events as f64 / sent).round(),
+        "input_mb_per_s": ((input.len() as f64 / seconds / 1e6) * 1000.0).round() / 1000.0,
+        "request_p50_ms": quantile(0.50) as f64 / 1000.0,
+        "request_p99_ms": quantile(0.99) as f64 / 1000.0,
+        "flush_status": flushed.status,
+        "write_errors": flush["rejected_rows"],
+    });
+    println!("{line}");
+    if flushed.status != 200 {
+        anyhow::bail!("the service did not flush: {}", flushed.status);
+    }
+    Ok(if summary.replay.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)

@@ -44,6 +44,10 @@ pub(crate) struct ServeArgs {
     /// Bytes of task rows held in memory waiting for the database.
     #[arg(long, default_value_t = runtally::config::DEFAULT_MAX_PENDING_BYTES)]
     max_pending_bytes: usize,
+    /// Where batches go: `null` discards them (to measure the HTTP edge alone; nothing is
+    /// written, `GET /v1/runs` answers live runs only).
+    #[arg(long, value_enum, default_value_t = ServeStore::Neo4j)]
+    store: ServeStore,
     /// Seconds to wait for the last writes at shutdown (the disk buffer keeps the rest).
     #[arg(long, default_value_t = 30)]
     shutdown_timeout_secs: u64,
@@ -53,6 +57,14 @@ pub(crate) struct ServeArgs {
     db: DbArgs,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ServeStore {
+    /// The database (NEO4J_URI…).
+    Neo4j,
+    /// Discard every batch.
+    Null,
+}
+
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !args.listen.ip().is_loopback() && args.token.is_none() {
         anyhow::bail!(
@@ -60,17 +72,27 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.listen
         );
     }
-    let config = args
+    let builder = args
         .buffer
         .apply(AggregatorConfig::builder())
-        .with_neo4j(args.db.neo4j()?)
-        .with_max_pending_bytes(args.max_pending_bytes)
-        .build()?;
+        .with_max_pending_bytes(args.max_pending_bytes);
     let metrics = super::demo::prometheus()?
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
-    let aggregator = Aggregator::start(config).await?;
-    let store = args.db.store()?;
+    let (aggregator, store) = match args.store {
+        ServeStore::Neo4j => (
+            Aggregator::start(builder.with_neo4j(args.db.neo4j()?).build()?).await?,
+            Some(args.db.store()?),
+        ),
+        ServeStore::Null => (
+            Aggregator::start_with_store(
+                builder.build()?,
+                std::sync::Arc::new(runtally::store::NullStore::new()),
+            )
+            .await?,
+            None,
+        ),
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
@@ -91,7 +113,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let report = serve(
         listener,
         aggregator.clone(),
-        Some(store),
+        store,
         Some(metrics),
         serve_config,
         signal(),
