@@ -239,6 +239,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(Arc::clone(&shared));
     let closing = Arc::clone(&shared);
     let listener = Limited {
@@ -262,6 +263,34 @@ pub async fn serve(
         trace_runs_refused: counts.runs_refused.load(Ordering::Relaxed),
         traces_without_root: counts.traces_expired.load(Ordering::Relaxed),
     })
+}
+
+/// One line per request at INFO (target `runtally::serve::access`): method, path, status,
+/// declared body size and time taken. Never a header (the token) or a body (the payload).
+async fn access_log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let bytes = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    tracing::info!(target: "runtally::serve::access", %method, path, status, bytes, micros);
+    metrics::histogram!("runtally_serve_request_seconds", "status" => status_class(status))
+        .record(micros as f64 / 1e6);
+    response
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }
 
 /// A run as `GET /v1/runs/{id}` answers it: the seed's property names.

@@ -482,3 +482,44 @@ async fn sigterm_under_load_keeps_everything_answered_2xx_and_exits_0() {
     );
     assert!(ok.len() >= 200);
 }
+
+#[test]
+fn request_logs_name_each_request_but_never_the_token_or_the_payload() {
+    let mut env = db_env();
+    env.push(("RUST_LOG", "runtally::serve::access=info".to_owned()));
+    let serve = Serve::start(&env, &["--token", TOKEN]);
+    let id = unique("edge-log");
+    let mut events = run_events(&id, 1, 2);
+    events[1]["result"]["output"] = json!("payload-marker-7f3a");
+    assert_eq!(post_events(&serve, &json!(events)).status, 200);
+    let unauthorized = post(
+        &serve,
+        "/v1/events",
+        &["Content-Type: application/json"],
+        b"[]",
+    );
+    assert_eq!(unauthorized.status, 401);
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lines
+        .iter()
+        .filter(|l: &&String| l.contains("/v1/events"))
+        .count()
+        < 2
+    {
+        let left = deadline
+            .checked_duration_since(std::time::Instant::now())
+            .expect("two access lines within 10 s");
+        lines.push(serve.stderr.recv_timeout(left).expect("a log line"));
+    }
+    let access: Vec<&String> = lines.iter().filter(|l| l.contains("/v1/events")).collect();
+    assert!(access[0].contains("status=200"), "{access:?}");
+    assert!(access[1].contains("status=401"), "{access:?}");
+    for line in &lines {
+        assert!(!line.contains(TOKEN), "token in the log: {line}");
+        assert!(
+            !line.contains("payload-marker"),
+            "payload in the log: {line}"
+        );
+    }
+}

@@ -41,9 +41,13 @@ pub(crate) struct ServeArgs {
     /// Connections served at once (more wait in the listen backlog).
     #[arg(long, default_value_t = ServeConfig::default().max_connections)]
     max_connections: usize,
-    /// Bytes of task rows held in memory waiting for the database.
+    /// Bytes of task rows held in memory waiting for the database; at the bound requests wait
+    /// up to --full-wait-ms, then are answered 429.
     #[arg(long, default_value_t = runtally::config::DEFAULT_MAX_PENDING_BYTES)]
     max_pending_bytes: usize,
+    /// Bytes of rows per write transaction.
+    #[arg(long, default_value_t = runtally::config::DEFAULT_MAX_BATCH_BYTES)]
+    max_batch_bytes: usize,
     /// Where batches go: `null` discards them (to measure the HTTP edge alone; nothing is
     /// written, `GET /v1/runs` answers live runs only).
     #[arg(long, value_enum, default_value_t = ServeStore::Neo4j)]
@@ -75,7 +79,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let builder = args
         .buffer
         .apply(AggregatorConfig::builder())
-        .with_max_pending_bytes(args.max_pending_bytes);
+        .with_max_pending_bytes(args.max_pending_bytes)
+        .with_max_batch_bytes(args.max_batch_bytes);
     let metrics = super::demo::prometheus()?
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
