@@ -81,6 +81,8 @@ pub struct ServeConfig {
     pub remember_ended: usize,
     /// Connections served at once; more wait in the listen backlog. Default 1,024.
     pub max_connections: usize,
+    /// TLS on the listener ([`tls_config`]). Default: none (plain HTTP).
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for ServeConfig {
@@ -98,6 +100,7 @@ impl Default for ServeConfig {
             max_held_spans: 1_000_000,
             remember_ended: 100_000,
             max_connections: 1024,
+            tls: None,
         }
     }
 }
@@ -245,6 +248,8 @@ pub async fn serve(
     let listener = Limited {
         inner: listener,
         permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
+        tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+        handshakes: tokio::task::JoinSet::new(),
     };
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -458,16 +463,55 @@ async fn metrics_text(
 }
 
 /// A listener that serves at most as many connections as it has permits: the next `accept`
-/// waits for a connection to close (the kernel's backlog holds the rest).
+/// waits for a connection to close (the kernel's backlog holds the rest). With TLS, each
+/// handshake runs in a task of its own (at most 10 s), so a slow client never holds up the
+/// others' accepts.
 struct Limited {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handshakes: tokio::task::JoinSet<Option<(LimitedStream, SocketAddr)>>,
 }
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection holding its permit until it is dropped.
 struct LimitedStream {
-    stream: TcpStream,
+    conn: Conn,
     _permit: OwnedSemaphorePermit,
+}
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// Waits for a permit, then for a connection.
+async fn accept_one(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
+    loop {
+        let Ok(permit) = Arc::clone(permits).acquire_owned().await else {
+            // The semaphore is never closed; wait as if it were full.
+            std::future::pending::<()>().await;
+            continue;
+        };
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                // Small answers go out at once (as the driver's connections do).
+                let _ = stream.set_nodelay(true);
+                return (stream, addr, permit);
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: axum's own listener backs off too.
+                tracing::warn!(target: "runtally::serve", error = %e, "accept failed");
+                drop(permit);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 impl axum::serve::Listener for Limited {
@@ -475,28 +519,37 @@ impl axum::serve::Listener for Limited {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let Limited {
+            inner,
+            permits,
+            tls,
+            handshakes,
+        } = self;
         loop {
-            let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
-                // The semaphore is never closed; wait as if it were full.
-                std::future::pending::<()>().await;
-                continue;
-            };
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    // Small answers go out at once (as the driver's connections do).
-                    let _ = stream.set_nodelay(true);
-                    return (
-                        LimitedStream {
-                            stream,
-                            _permit: permit,
-                        },
-                        addr,
-                    );
+            tokio::select! {
+                Some(done) = handshakes.join_next(), if !handshakes.is_empty() => {
+                    if let Ok(Some(conn)) = done {
+                        return conn;
+                    }
                 }
-                Err(e) => {
-                    // Out of file descriptors and the like: axum's own listener backs off too.
-                    tracing::warn!(target: "runtally::serve", error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                (stream, addr, permit) = accept_one(inner, permits) => {
+                    let Some(acceptor) = tls.clone() else {
+                        return (LimitedStream { conn: Conn::Plain(stream), _permit: permit }, addr);
+                    };
+                    handshakes.spawn(async move {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => Some((
+                                LimitedStream { conn: Conn::Tls(Box::new(tls)), _permit: permit },
+                                addr,
+                            )),
+                            Ok(Err(e)) => {
+                                tracing::debug!(target: "runtally::serve", %addr, error = %e,
+                                    "TLS handshake failed");
+                                None
+                            }
+                            Err(_) => None,
+                        }
+                    });
                 }
             }
         }
@@ -507,13 +560,28 @@ impl axum::serve::Listener for Limited {
     }
 }
 
+macro_rules! both {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &mut $self.conn {
+            Conn::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Conn::Tls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+        }
+    };
+}
+
 impl AsyncRead for LimitedStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        both!(self, s => s.poll_read(cx, buf))
     }
 }
 
@@ -523,15 +591,15 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        both!(self, s => s.poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        both!(self, s => s.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        both!(self, s => s.poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -539,10 +607,59 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        both!(self, s => s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.conn {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
     }
+}
+
+/// Why the TLS certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The PEM file cannot be read or holds no certificate / key.
+    #[error("{path}: {reason}")]
+    Pem {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the pair (the key does not match, an unsupported algorithm…).
+    #[error("the certificate and key cannot be used: {0}")]
+    Config(#[from] tokio_rustls::rustls::Error),
+}
+
+/// A TLS server configuration from PEM files: the certificate chain (leaf first) and its
+/// private key. HTTP/1.1 only (ALPN `http/1.1`).
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, TlsError> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pem = |path: &std::path::Path, reason: String| TlsError::Pem {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| pem(cert, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem(cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(pem(cert, "no certificate in the file".to_owned()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem(key, e.to_string()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

@@ -18,6 +18,12 @@ pub(crate) struct ServeArgs {
     /// Bearer token every /v1/* and /metrics request must carry (compared in constant time).
     #[arg(long, env = "RUNTALLY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// TLS: the certificate chain (PEM, leaf first). With --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// TLS: the certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Largest request body in bytes, after decompression (413 beyond).
     #[arg(long, default_value_t = ServeConfig::default().max_body_bytes)]
     max_body_bytes: usize,
@@ -112,9 +118,18 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         c.trace_hold = Duration::from_secs(args.trace_hold_secs);
         c.max_held_spans = args.max_held_spans;
         c.max_connections = args.max_connections;
+        c.tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(runtally_cli::serve::tls_config(cert, key)?),
+            _ => None,
+        };
         c
     };
-    eprintln!("runtally serve: listening on http://{address}");
+    let scheme = if serve_config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!("runtally serve: listening on {scheme}://{address}");
     let report = serve(
         listener,
         aggregator.clone(),
