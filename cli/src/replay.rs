@@ -301,16 +301,72 @@ pub struct HttpReplaySummary {
     pub latencies_us: Vec<u64>,
 }
 
+/// The fields `replay --http` reads of a line: which run it belongs to, and whether it is a
+/// task result. The rest is sent as it is, unparsed: the service parses every event anyway.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow, rename = "executionId")]
+    execution_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// A line of a run, unparsed: its number, its bytes, and whether it is a task result.
+type RawLine<'a> = (usize, &'a [u8], bool);
+
+/// Groups `input`'s lines by run without building the events (see [`Head`]).
+fn group_raw(input: &[u8]) -> (Vec<Vec<RawLine<'_>>>, Vec<LineError>) {
+    let mut errors = Vec::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut runs: HashMap<String, Vec<RawLine<'_>>> = HashMap::new();
+    let input = input.strip_suffix(b"\n").unwrap_or(input);
+    let lines = input.split(|b| *b == b'\n').filter(|_| !input.is_empty());
+    for (index, line) in lines.enumerate() {
+        let number = index + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
+        let head = serde_json::from_slice::<Head<'_>>(line).ok().and_then(|h| {
+            Some((
+                h.execution_id.or(h.id)?.into_owned(),
+                h.event == "task_finished",
+            ))
+        });
+        let Some((id, is_task)) = head else {
+            // Not an event: the full parse names what is wrong.
+            if let Err(e) = parse_bytes(line) {
+                errors.push(LineError {
+                    line: number,
+                    error: e.into(),
+                });
+            }
+            continue;
+        };
+        runs.entry(id.clone())
+            .or_insert_with(|| {
+                order.push(id);
+                Vec::new()
+            })
+            .push((number, line, is_task));
+    }
+    let runs = order
+        .into_iter()
+        .filter_map(|id| runs.remove(&id))
+        .collect();
+    (runs, errors)
+}
+
 /// Replays the lines of `input` through `runtally serve` (`POST /v1/events`): each run's
 /// events in order, in requests of at most `per_request` events (0: a run's events in one
-/// request), with up to `concurrency` runs in flight.
+/// request), with up to `concurrency` runs in flight. The lines are sent as they are.
 pub async fn replay_over_http(
     client: &crate::http::ServeClient,
     input: &[u8],
     concurrency: usize,
     per_request: usize,
 ) -> HttpReplaySummary {
-    let Grouped { runs, errors } = group(input);
+    let (runs, errors) = group_raw(input);
     let summary = Mutex::new(HttpReplaySummary {
         replay: ReplaySummary {
             runs: runs.len(),
@@ -342,25 +398,19 @@ pub async fn replay_over_http(
 
 async fn post_events(
     client: &crate::http::ServeClient,
-    part: &[(usize, Event)],
+    part: &[RawLine<'_>],
     summary: &Mutex<HttpReplaySummary>,
 ) {
-    let events: Vec<&Event> = part.iter().map(|(_, e)| e).collect();
-    let body = match serde_json::to_vec(&events) {
-        Ok(body) => body,
-        Err(e) => {
-            let mut s = lock(summary);
-            for (line, _) in part {
-                s.replay.errors.push(LineError {
-                    line: *line,
-                    error: ReplayError::Parse(EventError::Json(serde_json::Error::io(
-                        std::io::Error::other(e.to_string()),
-                    ))),
-                });
-            }
-            return;
+    let size: usize = part.iter().map(|(_, line, _)| line.len() + 1).sum();
+    let mut body = Vec::with_capacity(size + 2);
+    body.push(b'[');
+    for (i, (_, line, _)) in part.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
         }
-    };
+        body.extend_from_slice(line);
+    }
+    body.push(b']');
     let outcome = client
         .post("/v1/events", "application/json", body.into())
         .await;
@@ -368,7 +418,7 @@ async fn post_events(
     let answer = match outcome {
         Ok(answer) => answer,
         Err(e) => {
-            let first = part.first().map_or(0, |(line, _)| *line);
+            let first = part.first().map_or(0, |(line, ..)| *line);
             s.replay.errors.push(LineError {
                 line: first,
                 error: e.into(),
@@ -393,7 +443,7 @@ async fn post_events(
     let reply: Reply = match (answer.status, serde_json::from_slice(&answer.body)) {
         (200 | 400, Ok(reply)) => reply,
         (status, _) => {
-            let first = part.first().map_or(0, |(line, _)| *line);
+            let first = part.first().map_or(0, |(line, ..)| *line);
             let body = String::from_utf8_lossy(&answer.body);
             s.replay.errors.push(LineError {
                 line: first,
@@ -407,7 +457,7 @@ async fn post_events(
     };
     let mut refused = vec![false; part.len()];
     for r in reply.rejected {
-        if let Some((line, _)) = part.get(r.index) {
+        if let Some((line, ..)) = part.get(r.index) {
             refused[r.index] = true;
             s.replay.errors.push(LineError {
                 line: *line,
@@ -418,10 +468,10 @@ async fn post_events(
             });
         }
     }
-    for ((_, event), refused) in part.iter().zip(refused) {
+    for ((_, _, is_task), refused) in part.iter().zip(refused) {
         if !refused {
             s.replay.events += 1;
-            s.replay.tasks += usize::from(matches!(event, Event::TaskFinished { .. }));
+            s.replay.tasks += usize::from(*is_task);
         }
     }
 }

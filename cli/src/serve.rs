@@ -165,6 +165,24 @@ impl Shared {
         Ok(())
     }
 
+    /// What every POST does first: [`admit`](Self::admit), match the media type against
+    /// `types` (what each one is), and read the body within the limits.
+    async fn read<K: Copy>(
+        &self,
+        headers: &HeaderMap,
+        body: axum::body::Body,
+        types: &[(&str, K)],
+        expected: &'static str,
+    ) -> Result<(K, Vec<u8>), EdgeError> {
+        self.admit(headers)?;
+        let media = edge::media_type(headers);
+        let Some(&(_, kind)) = types.iter().find(|(t, _)| *t == media) else {
+            return Err(EdgeError::UnsupportedType(media, expected));
+        };
+        let (limit, timeout) = (self.config.max_body_bytes, self.config.body_timeout);
+        Ok((kind, edge::read_body(headers, body, limit, timeout).await?))
+    }
+
     fn has_ended(&self, id: &ExecutionId) -> bool {
         self.ended.contains(id)
     }

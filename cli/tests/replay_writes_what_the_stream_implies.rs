@@ -12,6 +12,18 @@ use runtally_cli::workload::WorkloadSpec;
 
 #[tokio::test]
 async fn replay_writes_exactly_the_values_the_stream_implies() {
+    replays_exactly(None, &[]).await;
+}
+
+/// The same stream through `runtally serve` (`replay --http`): the same values, the same bad
+/// lines reported by number (the unknown run's by the service).
+#[tokio::test]
+async fn replay_over_http_writes_exactly_the_values_the_stream_implies() {
+    let serve = Serve::start(&db_env(), &["--token", "replay-http"]);
+    replays_exactly(Some(&serve.url), &["--token", "replay-http"]).await;
+}
+
+async fn replays_exactly(http: Option<&str>, extra: &[&str]) {
     let spec = WorkloadSpec {
         runs: 30,
         tasks: 12,
@@ -53,6 +65,8 @@ async fn replay_writes_exactly_the_values_the_stream_implies() {
             "--concurrency",
             "8",
         ])
+        .args(http.map(|url| ["--http", url]).into_iter().flatten())
+        .args(extra)
         .output()
         .expect("run runtally");
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -78,20 +78,20 @@ pub(crate) async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, EdgeError> {
-    shared.admit(&headers)?;
-    let media = edge::media_type(&headers);
-    let ndjson = match media.as_str() {
-        "application/json" => false,
-        "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => true,
-        _ => {
-            return Err(EdgeError::UnsupportedType(
-                media,
-                "application/json (an array) or application/x-ndjson",
-            ))
-        }
-    };
+    let (ndjson, bytes) = shared
+        .read(
+            &headers,
+            body,
+            &[
+                ("application/json", false),
+                ("application/x-ndjson", true),
+                ("application/jsonl", true),
+                ("application/jsonlines", true),
+            ],
+            "application/json (an array) or application/x-ndjson",
+        )
+        .await?;
     let config = &shared.config;
-    let bytes = edge::read_body(&headers, body, config.max_body_bytes, config.body_timeout).await?;
     edge::check_depth(&bytes, config.max_json_depth)?;
     let items: Vec<&[u8]> = if ndjson {
         bytes

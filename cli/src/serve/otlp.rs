@@ -48,20 +48,15 @@ pub(crate) async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, EdgeError> {
-    shared.admit(&headers)?;
-    let media = edge::media_type(&headers);
-    let protobuf = match media.as_str() {
-        PROTOBUF => true,
-        JSON => false,
-        _ => {
-            return Err(EdgeError::UnsupportedType(
-                media,
-                "application/x-protobuf or application/json (OTLP/HTTP)",
-            ))
-        }
-    };
+    let (protobuf, bytes) = shared
+        .read(
+            &headers,
+            body,
+            &[(PROTOBUF, true), (JSON, false)],
+            "application/x-protobuf or application/json (OTLP/HTTP)",
+        )
+        .await?;
     let config = &shared.config;
-    let bytes = edge::read_body(&headers, body, config.max_body_bytes, config.body_timeout).await?;
     let request = if protobuf {
         ExportTraceServiceRequest::decode(bytes.as_slice())
             .map_err(|e| EdgeError::Malformed(format!("not an OTLP protobuf request: {e}")))?
