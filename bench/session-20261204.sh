@@ -6,7 +6,8 @@
 #     ceiling for the same rows (`loadgen --raw`) on each server, and the in-process null store.
 # (H) end to end on the benchmark stream (gen_events.py --runs 1000 --tasks 20, 500-byte
 #     outputs; and 5 runs x 100 tasks of 400 KB): `runtally replay STREAM` in process against
-#     `runtally replay --http` through one `runtally serve`, alternating, on a fresh database.
+#     `runtally replay --http` through one `runtally serve` (requests of at most 1 MiB, the
+#     default), alternating, on a fresh database.
 # Appends JSON lines to bench/results-$SESSION.jsonl; progress to stderr.
 #
 # Usage: bench/session-20261204.sh [E] [H]   (default: both; SERVERS="arcadedb neo4j")
@@ -85,20 +86,14 @@ for server in $SERVERS; do
     "$BIN" replay "$stream" >/dev/null 2>&1 # warm-up
     gen "$stream" --runs 50 --tasks 20
     "$BIN" replay --http "$SERVE_URL" "$stream" >/dev/null 2>&1
-    for i in $(seq "$SAMPLES"); do
-      for mode in process http; do
-        gen "$stream" "${SMALL[@]}"
-        args=()
-        [ "$mode" = http ] && args=(--http "$SERVE_URL")
-        run "e2e-$mode-500b" 900 "$BIN" replay "$stream" --concurrency 32 "${args[@]}"
-      done
-    done
-    for i in $(seq "$SAMPLES"); do
-      for mode in process http; do
-        gen "$stream" "${LARGE[@]}"
-        args=()
-        [ "$mode" = http ] && args=(--http "$SERVE_URL")
-        run "e2e-$mode-400k" 900 "$BIN" replay "$stream" --concurrency 5 "${args[@]}"
+    for size in 500b 400k; do
+      for i in $(seq "$SAMPLES"); do
+        for mode in process http; do
+          if [ "$size" = 500b ]; then gen "$stream" "${SMALL[@]}"; conc=32; else gen "$stream" "${LARGE[@]}"; conc=5; fi
+          args=()
+          [ "$mode" = http ] && args=(--http "$SERVE_URL")
+          run "e2e-$mode-$size" 900 "$BIN" replay "$stream" --concurrency "$conc" "${args[@]}"
+        done
       done
     done
     stop_serve

@@ -358,13 +358,15 @@ fn group_raw(input: &[u8]) -> (Vec<Vec<RawLine<'_>>>, Vec<LineError>) {
 }
 
 /// Replays the lines of `input` through `runtally serve` (`POST /v1/events`): each run's
-/// events in order, in requests of at most `per_request` events (0: a run's events in one
-/// request), with up to `concurrency` runs in flight. The lines are sent as they are.
+/// events in order, in requests of at most `per_request` events (0: no bound) and
+/// `request_bytes` bytes (a larger line goes alone), with up to `concurrency` runs in flight.
+/// The lines are sent as they are.
 pub async fn replay_over_http(
     client: &crate::http::ServeClient,
     input: &[u8],
     concurrency: usize,
     per_request: usize,
+    request_bytes: usize,
 ) -> HttpReplaySummary {
     let (runs, errors) = group_raw(input);
     let summary = Mutex::new(HttpReplaySummary {
@@ -380,13 +382,26 @@ pub async fn replay_over_http(
         loop {
             let next = lock(&queue).pop();
             let Some(events) = next else { break };
-            let chunk = if per_request == 0 {
-                events.len().max(1)
+            let max_events = if per_request == 0 {
+                usize::MAX
             } else {
                 per_request
             };
-            for part in events.chunks(chunk) {
+            let mut rest = events.as_slice();
+            while !rest.is_empty() {
+                let mut bytes = 0;
+                let n = rest
+                    .iter()
+                    .take(max_events)
+                    .take_while(|(_, line, _)| {
+                        bytes += line.len() + 1;
+                        bytes <= request_bytes
+                    })
+                    .count()
+                    .max(1);
+                let (part, tail) = rest.split_at(n);
                 post_events(client, part, &summary).await;
+                rest = tail;
             }
         }
     };

@@ -47,9 +47,13 @@ pub(crate) struct ReplayArgs {
     /// Bearer token for --http.
     #[arg(long, env = "RUNTALLY_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// With --http: events per request (0: each run's events in one request).
+    /// With --http: events per request at most (0: no bound but --request-bytes).
     #[arg(long, default_value_t = 0)]
     events_per_request: usize,
+    /// With --http: bytes per request at most (a larger event goes alone). Smaller requests
+    /// let the service write a run's first results while its next ones are on their way.
+    #[arg(long, default_value_t = 1 << 20)]
+    request_bytes: usize,
     #[command(flatten)]
     buffer: BufferArgs,
     #[command(flatten)]
@@ -139,6 +143,7 @@ async fn over_http(args: &ReplayArgs, url: &str, input: &[u8]) -> anyhow::Result
         input,
         args.concurrency,
         args.events_per_request,
+        args.request_bytes,
     )
     .await;
     let sent = started.elapsed().as_secs_f64();
@@ -166,6 +171,7 @@ async fn over_http(args: &ReplayArgs, url: &str, input: &[u8]) -> anyhow::Result
         "line_errors": summary.replay.errors.len(),
         "concurrency": args.concurrency,
         "events_per_request": args.events_per_request,
+        "request_bytes": args.request_bytes,
         "requests": summary.requests,
         "retried_requests": summary.retried,
         "seconds": (seconds * 1000.0).round() / 1000.0,
