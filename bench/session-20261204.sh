@@ -25,27 +25,6 @@ SCRATCH=$(mktemp -d /tmp/session-$SESSION.XXXXXX)
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 
-SERVE_PID=
-# start_serve ARGS...: a `runtally serve` on a free port; sets SERVE_URL.
-start_serve() {
-  RUST_LOG=runtally=warn "$BIN" serve --listen 127.0.0.1:0 "$@" >"$SCRATCH/serve.out" \
-    2>"$SCRATCH/serve.err" &
-  SERVE_PID=$!
-  for _ in $(seq 200); do
-    SERVE_URL=$(sed -n 's/.*listening on //p' "$SCRATCH/serve.err")
-    [ -n "$SERVE_URL" ] && return 0
-    sleep 0.05
-  done
-  echo "serve did not start" >&2
-  cat "$SCRATCH/serve.err" >&2
-  return 1
-}
-stop_serve() {
-  [ -n "$SERVE_PID" ] || return 0
-  kill -TERM "$SERVE_PID" 2>/dev/null
-  wait "$SERVE_PID" 2>/dev/null
-  SERVE_PID=
-}
 trap 'stop_serve; [ -n "${SERVER:-}" ] && scripts/db stop >&2; rm -rf "$SCRATCH"' EXIT
 
 stream=$SCRATCH/stream.jsonl
