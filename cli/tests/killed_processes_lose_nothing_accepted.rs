@@ -60,19 +60,6 @@ fn runtally(env: &[(&'static str, String)]) -> Command {
     command
 }
 
-/// The live database's settings, for child processes.
-fn shared_env() -> Vec<(&'static str, String)> {
-    [
-        "NEO4J_URI",
-        "NEO4J_USER",
-        "NEO4J_PASSWORD",
-        "NEO4J_DATABASE",
-    ]
-    .into_iter()
-    .filter_map(|k| std::env::var(k).ok().map(|v| (k, v)))
-    .collect()
-}
-
 /// Runs `runtally drain` to the end; returns its JSON line (and checks it exited 0).
 fn drain(env: &[(&'static str, String)], dir: &Path) -> serde_json::Value {
     let output = runtally(env)
@@ -186,7 +173,7 @@ async fn a_replay_killed_mid_stream_is_completed_by_drain_and_a_rerun_without_a_
     let file = scratch.path("events.jsonl");
     std::fs::write(&file, jsonl(&events)).expect("events file");
     let dir = scratch.path("buffer");
-    let env = shared_env();
+    let env = db_env();
     let graph = raw_graph();
     let poller = Poller::start(raw_graph(), prefix.clone());
 
@@ -418,7 +405,7 @@ async fn a_full_disk_is_counted_and_every_row_is_still_written() {
         ))
         .arg(env!("CARGO_BIN_EXE_runtally"))
         .env_remove("NEO4J_URI")
-        .envs(shared_env())
+        .envs(db_env())
         .output()
         .expect("sh");
     let stderr = String::from_utf8_lossy(&output.stderr);
