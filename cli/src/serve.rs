@@ -106,17 +106,53 @@ impl Default for ServeConfig {
 }
 
 /// Runs ended through this service, remembered (bounded) so that a retried `run_started` or
-/// `run_finished` is a no-op rather than a new run or an error.
+/// `run_finished` is a no-op rather than a new run or an error; and, for a run neither live nor
+/// remembered (a retry reaching a restarted service), the database's word on whether it ended.
 pub(crate) struct EndedRuns {
     inner: Mutex<(HashSet<ExecutionId>, VecDeque<ExecutionId>)>,
     cap: usize,
+    store: Option<Neo4jStore>,
 }
 
+/// How long a run start waits for the database to say whether the run already ended; past it
+/// (the database down or slow) the run begins, as it would without the check.
+const ENDED_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
+
 impl EndedRuns {
-    fn new(cap: usize) -> Self {
+    fn new(cap: usize, store: Option<Neo4jStore>) -> Self {
         Self {
             inner: Mutex::new((HashSet::new(), VecDeque::new())),
             cap,
+            store,
+        }
+    }
+
+    /// Whether the run ended: remembered here, else its execution node has an end time (read
+    /// within [`ENDED_CHECK_TIMEOUT`]; no answer counts as not ended). For a run about to be
+    /// begun: beginning an ended run anew would write it back to `running` with zero counters.
+    pub(crate) async fn ended_anywhere(&self, id: &ExecutionId) -> bool {
+        if self.contains(id) {
+            return true;
+        }
+        let Some(store) = &self.store else {
+            return false;
+        };
+        match tokio::time::timeout(ENDED_CHECK_TIMEOUT, store.execution(id)).await {
+            Ok(Ok(Some(run))) if run.end_time.is_some() => {
+                self.insert(id.clone());
+                true
+            }
+            Ok(Ok(_)) => false,
+            Ok(Err(e)) => {
+                metrics::counter!("runtally_serve_ended_checks_failed_total").increment(1);
+                tracing::debug!(target: "runtally::serve", run = %id, error = %e,
+                    "could not read whether the run ended; beginning it");
+                false
+            }
+            Err(_) => {
+                metrics::counter!("runtally_serve_ended_checks_failed_total").increment(1);
+                false
+            }
         }
     }
 
@@ -217,6 +253,8 @@ pub struct ServeReport {
     pub trace_runs_refused: u64,
     /// Traces assembled without their root span (held past `trace_hold`, or at shutdown).
     pub traces_without_root: u64,
+    /// Runs whose trace came again after they had ended (not recorded twice).
+    pub trace_runs_repeated: u64,
 }
 
 /// Serves until `shutdown` completes, then stops accepting, answers what is in flight,
@@ -233,7 +271,7 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<ServeReport> {
-    let ended = Arc::new(EndedRuns::new(config.remember_ended));
+    let ended = Arc::new(EndedRuns::new(config.remember_ended, store.clone()));
     let traces = Arc::new(Traces::new(
         config.max_held_spans,
         config.remember_ended,
@@ -285,6 +323,7 @@ pub async fn serve(
         trace_runs: counts.runs_applied.load(Ordering::Relaxed),
         trace_runs_refused: counts.runs_refused.load(Ordering::Relaxed),
         traces_without_root: counts.traces_expired.load(Ordering::Relaxed),
+        trace_runs_repeated: counts.runs_repeated.load(Ordering::Relaxed),
     })
 }
 

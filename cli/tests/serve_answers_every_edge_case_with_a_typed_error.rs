@@ -523,3 +523,43 @@ fn request_logs_name_each_request_but_never_the_token_or_the_payload() {
         );
     }
 }
+
+#[test]
+fn a_retry_reaching_a_restarted_service_leaves_an_ended_run_as_it_was() {
+    let id = unique("edge-restart");
+    let events = json!(run_events(&id, 3, 5));
+    {
+        let mut first = Serve::start(&db_env(), &["--token", TOKEN]);
+        assert_eq!(post_events(&first, &events).status, 200);
+        let (status, _) = first.stop();
+        assert!(status.success());
+    }
+    // The client never saw the answer and resends the whole request to the new process.
+    let second = Serve::start(&db_env(), &["--token", TOKEN]);
+    let again = post_events(&second, &events);
+    assert_eq!(again.status, 400, "{}", again.body);
+    let answer = again.json();
+    let codes: Vec<&str> = answer["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .map(|r| r["error"].as_str().expect("code"))
+        .collect();
+    // The start and the end are no-ops; the results are refused: the run has finished.
+    assert_eq!(codes, ["run_finished"; 3]);
+    let flush = curl(
+        &format!("{}/v1/flush", second.url),
+        &["-X", "POST", "-H", &bearer()],
+    );
+    assert_eq!(flush.status, 200);
+    let run = get_run(&second, &id).json();
+    assert_eq!(
+        (
+            run["status"].clone(),
+            run["tasksSuccessful"].clone(),
+            run["tokensInput"].clone(),
+            run["source"].clone()
+        ),
+        (json!("completed"), json!(3), json!(15), json!("database"))
+    );
+}

@@ -168,7 +168,10 @@ async fn apply(shared: &Shared, event: Event) -> Result<Result<(), Rejection>, S
             total_tasks,
             start_time,
         } => {
-            if shared.has_ended(&execution_id) {
+            // A retried start of a run that ended (here, or before this process started).
+            if shared.aggregator.run(&execution_id).is_none()
+                && shared.ended.ended_anywhere(&execution_id).await
+            {
                 return Ok(Ok(()));
             }
             let start =

@@ -37,6 +37,8 @@ pub(crate) struct Offer {
 pub(crate) struct TraceCounts {
     pub(crate) runs_applied: AtomicU64,
     pub(crate) runs_refused: AtomicU64,
+    /// Runs whose trace came again after they ended (not recorded twice).
+    pub(crate) runs_repeated: AtomicU64,
     pub(crate) tasks_applied: AtomicU64,
     pub(crate) traces_expired: AtomicU64,
     pub(crate) spans_unmapped: AtomicU64,
@@ -240,6 +242,11 @@ async fn apply_trace(traces: &Traces, aggregator: &Aggregator, ended: &EndedRuns
     }
     for run in assembly.runs {
         let id = run.execution_id.clone();
+        // A trace exported again after this service restarted: its run is already written.
+        if aggregator.run(&id).is_none() && ended.ended_anywhere(&id).await {
+            counts.runs_repeated.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         match apply_run(aggregator, run).await {
             Ok(tasks) => {
                 counts.runs_applied.fetch_add(1, Ordering::Relaxed);
