@@ -68,7 +68,11 @@ for server in $SERVERS; do
     for size in 500b 400k; do
       for i in $(seq "$SAMPLES"); do
         for mode in process http; do
-          if [ "$size" = 500b ]; then gen "$stream" "${SMALL[@]}"; conc=32; else gen "$stream" "${LARGE[@]}"; conc=5; fi
+          # LIVE=1: the runs start now, as a live orchestrator's do (gen_events' default start
+          # is a fixed day in the past, as in a replay of old logs).
+          live=()
+          [ -n "${LIVE:-}" ] && live=(--start-ms "$(date +%s%3N)")
+          if [ "$size" = 500b ]; then gen "$stream" "${SMALL[@]}" "${live[@]}"; conc=32; else gen "$stream" "${LARGE[@]}" "${live[@]}"; conc=5; fi
           args=()
           [ "$mode" = http ] && args=(--http "$SERVE_URL")
           run "e2e-$mode-$size" 900 "$BIN" replay "$stream" --concurrency "$conc" "${args[@]}"

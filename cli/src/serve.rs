@@ -112,6 +112,8 @@ pub(crate) struct EndedRuns {
     inner: Mutex<(HashSet<ExecutionId>, VecDeque<ExecutionId>)>,
     cap: usize,
     store: Option<Neo4jStore>,
+    /// When this service started: a run that started later cannot have ended before it.
+    since: chrono::DateTime<chrono::Utc>,
 }
 
 /// How long a run start waits for the database to say whether the run already ended; past it
@@ -124,15 +126,25 @@ impl EndedRuns {
             inner: Mutex::new((HashSet::new(), VecDeque::new())),
             cap,
             store,
+            since: chrono::Utc::now(),
         }
     }
 
-    /// Whether the run ended: remembered here, else its execution node has an end time (read
-    /// within [`ENDED_CHECK_TIMEOUT`]; no answer counts as not ended). For a run about to be
-    /// begun: beginning an ended run anew would write it back to `running` with zero counters.
-    pub(crate) async fn ended_anywhere(&self, id: &ExecutionId) -> bool {
+    /// Whether the run that started at `start` ended: remembered here, else (only for a run
+    /// that started before this service did: a later one cannot have ended before it) its
+    /// execution node has an end time (read within [`ENDED_CHECK_TIMEOUT`]; no answer counts
+    /// as not ended). For a run about to be begun: beginning an ended run anew would write it
+    /// back to `running` with zero counters.
+    pub(crate) async fn ended_anywhere(
+        &self,
+        id: &ExecutionId,
+        start: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
         if self.contains(id) {
             return true;
+        }
+        if start >= self.since {
+            return false;
         }
         let Some(store) = &self.store else {
             return false;

@@ -170,7 +170,7 @@ async fn apply(shared: &Shared, event: Event) -> Result<Result<(), Rejection>, S
         } => {
             // A retried start of a run that ended (here, or before this process started).
             if shared.aggregator.run(&execution_id).is_none()
-                && shared.ended.ended_anywhere(&execution_id).await
+                && shared.ended.ended_anywhere(&execution_id, start_time).await
             {
                 return Ok(Ok(()));
             }

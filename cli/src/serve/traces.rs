@@ -243,7 +243,7 @@ async fn apply_trace(traces: &Traces, aggregator: &Aggregator, ended: &EndedRuns
     for run in assembly.runs {
         let id = run.execution_id.clone();
         // A trace exported again after this service restarted: its run is already written.
-        if aggregator.run(&id).is_none() && ended.ended_anywhere(&id).await {
+        if aggregator.run(&id).is_none() && ended.ended_anywhere(&id, run.start_time).await {
             counts.runs_repeated.fetch_add(1, Ordering::Relaxed);
             continue;
         }
