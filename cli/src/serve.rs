@@ -231,14 +231,6 @@ impl Shared {
         Ok((kind, edge::read_body(headers, body, limit, timeout).await?))
     }
 
-    fn has_ended(&self, id: &ExecutionId) -> bool {
-        self.ended.contains(id)
-    }
-
-    fn ended(&self, id: ExecutionId) {
-        self.ended.insert(id);
-    }
-
     fn count_events(&self, accepted: usize, rejected: usize) {
         metrics::counter!("runtally_serve_events_total", "outcome" => "accepted")
             .increment(accepted as u64);
@@ -564,8 +556,7 @@ async fn accept_one(
     loop {
         let Ok(permit) = Arc::clone(permits).acquire_owned().await else {
             // The semaphore is never closed; wait as if it were full.
-            std::future::pending::<()>().await;
-            continue;
+            return std::future::pending().await;
         };
         match listener.accept().await {
             Ok((stream, addr)) => {

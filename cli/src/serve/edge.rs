@@ -30,7 +30,7 @@ pub(crate) enum EdgeError {
     /// A `Content-Encoding` other than gzip or identity (415).
     #[error("content encoding {0:?} is not supported; send gzip or identity")]
     UnsupportedEncoding(String),
-    /// The body could not be read: the client went away, or was too slow (400 / 408).
+    /// The body could not be read: the client went away mid-body (400).
     #[error("the body could not be read: {0}")]
     Read(String),
     /// The body took longer than the limit to arrive (408).

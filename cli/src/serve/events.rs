@@ -204,7 +204,7 @@ async fn apply(shared: &Shared, event: Event) -> Result<Result<(), Rejection>, S
             end_time,
             cancelled,
         } => {
-            if shared.has_ended(&execution_id) {
+            if shared.ended.contains(&execution_id) {
                 return Ok(Ok(()));
             }
             let run = match live(shared, execution_id.clone()) {
@@ -219,7 +219,7 @@ async fn apply(shared: &Shared, event: Event) -> Result<Result<(), Rejection>, S
             match ended {
                 // A retried end: the run already ended as asked.
                 Ok(_) | Err(RecordError::RunFinished(_)) => {
-                    shared.ended(execution_id);
+                    shared.ended.insert(execution_id);
                     Ok(Ok(()))
                 }
                 Err(e) => record_error(e),
@@ -233,7 +233,7 @@ async fn apply(shared: &Shared, event: Event) -> Result<Result<(), Rejection>, S
 fn live(shared: &Shared, id: ExecutionId) -> Result<RunHandle, Rejection> {
     match shared.aggregator.run(&id) {
         Some(run) => Ok(run),
-        None if shared.has_ended(&id) => Err(Rejection::RunFinished(id)),
+        None if shared.ended.contains(&id) => Err(Rejection::RunFinished(id)),
         None => Err(Rejection::UnknownRun(id)),
     }
 }
