@@ -19,16 +19,16 @@
 //! shutting down.
 
 mod edge;
+mod ended;
 mod events;
 mod otlp;
 mod traces;
 
-use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -46,6 +46,7 @@ use runtally::store::{GraphStore, Neo4jStore};
 use runtally::{Aggregator, ExecutionId};
 
 use edge::{json_response, EdgeError};
+use ended::EndedRuns;
 use traces::Traces;
 
 /// Limits and timings of [`serve`]; every field has a documented default ([`Default`]).
@@ -102,93 +103,6 @@ impl Default for ServeConfig {
             max_connections: 1024,
             tls: None,
         }
-    }
-}
-
-/// Runs ended through this service, remembered (bounded) so that a retried `run_started` or
-/// `run_finished` is a no-op rather than a new run or an error; and, for a run neither live nor
-/// remembered (a retry reaching a restarted service), the database's word on whether it ended.
-pub(crate) struct EndedRuns {
-    inner: Mutex<(HashSet<ExecutionId>, VecDeque<ExecutionId>)>,
-    cap: usize,
-    store: Option<Neo4jStore>,
-    /// When this service started: a run that started later cannot have ended before it.
-    since: chrono::DateTime<chrono::Utc>,
-}
-
-/// How long a run start waits for the database to say whether the run already ended; past it
-/// (the database down or slow) the run begins, as it would without the check.
-const ENDED_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
-
-impl EndedRuns {
-    fn new(cap: usize, store: Option<Neo4jStore>) -> Self {
-        Self {
-            inner: Mutex::new((HashSet::new(), VecDeque::new())),
-            cap,
-            store,
-            since: chrono::Utc::now(),
-        }
-    }
-
-    /// Whether the run that started at `start` ended: remembered here, else (only for a run
-    /// that started before this service did: a later one cannot have ended before it) its
-    /// execution node has an end time (read within [`ENDED_CHECK_TIMEOUT`]; no answer counts
-    /// as not ended). For a run about to be begun: beginning an ended run anew would write it
-    /// back to `running` with zero counters.
-    pub(crate) async fn ended_anywhere(
-        &self,
-        id: &ExecutionId,
-        start: chrono::DateTime<chrono::Utc>,
-    ) -> bool {
-        if self.contains(id) {
-            return true;
-        }
-        if start >= self.since {
-            return false;
-        }
-        let Some(store) = &self.store else {
-            return false;
-        };
-        match tokio::time::timeout(ENDED_CHECK_TIMEOUT, store.execution(id)).await {
-            Ok(Ok(Some(run))) if run.end_time.is_some() => {
-                self.insert(id.clone());
-                true
-            }
-            Ok(Ok(_)) => false,
-            Ok(Err(e)) => {
-                metrics::counter!("runtally_serve_ended_checks_failed_total").increment(1);
-                tracing::debug!(target: "runtally::serve", run = %id, error = %e,
-                    "could not read whether the run ended; beginning it");
-                false
-            }
-            Err(_) => {
-                metrics::counter!("runtally_serve_ended_checks_failed_total").increment(1);
-                false
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, (HashSet<ExecutionId>, VecDeque<ExecutionId>)> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub(crate) fn insert(&self, id: ExecutionId) {
-        let mut guard = self.lock();
-        let (set, order) = &mut *guard;
-        if set.insert(id.clone()) {
-            order.push_back(id);
-            while order.len() > self.cap {
-                if let Some(old) = order.pop_front() {
-                    set.remove(&old);
-                }
-            }
-        }
-    }
-
-    fn contains(&self, id: &ExecutionId) -> bool {
-        self.lock().0.contains(id)
     }
 }
 

@@ -21,7 +21,7 @@ use runtally::genai::{assemble, AssembledRun, SpanRecord};
 use runtally::{Aggregator, BeginError, RunStart};
 
 use super::edge::EdgeError;
-use super::EndedRuns;
+use super::ended::EndedRuns;
 
 /// A trace's 16-byte id.
 pub(crate) type TraceId = [u8; 16];
