@@ -64,8 +64,9 @@ impl From<String> for Password {
 ///
 /// The URI's scheme picks the transport, passed straight to the driver: `bolt://` and
 /// `neo4j://` in the clear, `bolt+s://` and `neo4j+s://` with TLS (`+ssc` accepts a self-signed
-/// certificate). A bare `host:port` means `bolt://`. A `neo4j://` URI connects directly to the
-/// server it names: the driver routes only with a feature runtally does not enable.
+/// certificate). A bare `host:port` means `bolt://`. A `bolt` URI connects to the one server
+/// it names; a `neo4j` URI routes: the server it names gives the routing table, writes go to
+/// the cluster's writer (followed when the leader moves) and reads to any member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neo4jConfig {
     uri: String,

@@ -95,6 +95,8 @@ struct Inner {
     message: Option<String>,
     /// Set by [`StoreError::with_retriable`]; else the kind and code decide.
     retriable: Option<bool>,
+    /// A routed pool saw a leader refusal and asked its router again ([`StoreError::rerouted`]).
+    rerouted: bool,
     detail: Detail,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -260,11 +262,33 @@ impl StoreError {
     }
 
     /// Whether the server answered that it is not the cluster's leader
-    /// (`Neo.ClientError.Cluster.NotALeader`): a `bolt://` URI that reaches a follower. Such a
-    /// write is retried (the leader may move to this server), and the writer logs at ERROR that
-    /// the URI should name the leader.
+    /// (`Neo.ClientError.Cluster.NotALeader`). Such a write is retried. Through a `neo4j://`
+    /// URI it is a leader change: the store asks its router for the new leader first. Through
+    /// a `bolt://` URI it reaches a follower (the leader may move to it), and the writer logs
+    /// at ERROR that the URI should name the leader or route.
     pub fn is_not_a_leader(&self) -> bool {
         self.code().is_some_and(code_is_not_a_leader)
+    }
+
+    /// Whether the server refused a write as no longer the cluster's leader or as a read-only
+    /// member (`NotALeader`, `ForbiddenOnReadOnlyDatabase`): a routed pool asks its router again.
+    pub(crate) fn is_leader_refusal(&self) -> bool {
+        self.code().is_some_and(|code| {
+            code_is_not_a_leader(code)
+                || code == "Neo.ClientError.General.ForbiddenOnReadOnlyDatabase"
+        })
+    }
+
+    /// Marks a leader refusal that a routed pool answered by asking its router again: a
+    /// transient of a leader change, not a URI that names a follower.
+    pub(crate) fn rerouted(mut self) -> Self {
+        self.0.rerouted = true;
+        self
+    }
+
+    /// Whether [`StoreError::rerouted`] marked this error.
+    pub(crate) fn was_rerouted(&self) -> bool {
+        self.0.rerouted
     }
 
     /// Whether the server refused the write for its size (see [`StoreErrorKind::TooLarge`]).
@@ -300,6 +324,7 @@ impl StoreError {
         use neo4rs::Error as E;
         let server = match &e {
             E::Neo4j(n) => Some((n.code().to_owned(), n.message().to_owned())),
+            E::RoutingTableError((code, message)) => Some((code.clone(), message.clone())),
             _ => None,
         };
         let code = server.as_ref().map_or("", |(code, _)| code.as_str());
@@ -329,6 +354,14 @@ impl StoreError {
             E::Neo4j(_) if code == "Neo.ClientError.Database.DatabaseNotFound" => {
                 StoreErrorKind::Config
             }
+            // The router refused the routing table: a missing database is configuration,
+            // anything else (a router mid-election, a session in the wrong state) passes.
+            E::RoutingTableError((code, _))
+                if code == "Neo.ClientError.Database.DatabaseNotFound" =>
+            {
+                StoreErrorKind::Config
+            }
+            E::RoutingTableError(_) => StoreErrorKind::Connection,
             E::Neo4j(n) if refused_for_size(code, n.message()) => StoreErrorKind::TooLarge,
             _ => StoreErrorKind::Query,
         };
@@ -363,6 +396,7 @@ impl From<StoreErrorKind> for StoreError {
             code: None,
             message: None,
             retriable: None,
+            rerouted: false,
             detail: Detail::None,
             source: None,
         }))

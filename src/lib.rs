@@ -80,7 +80,9 @@
 //!                         │
 //!  actors, store   execution.rs (ExecutionActor)  writer.rs (DbWriterActor)  store.rs (GraphStore)
 //!                  + execution/messages.rs        + writer/messages.rs       + store/neo4j.rs
-//!                                                 + writer/spool.rs          + store/memory.rs
+//!                                                 + writer/spool.rs          + store/driver.rs
+//!                                                                              (routing)
+//!                                                                            + store/memory.rs
 //!                  buffer.rs (the disk buffer's thread) + buffer/segments.rs (files, recovery)
 //!                         │
 //!  pure cores      execution/counters.rs  execution/results.rs  writer/batch.rs (coalescing,

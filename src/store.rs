@@ -15,6 +15,7 @@ use crate::error::StoreError;
 use crate::model::{RunStatus, TaskStatus};
 use crate::rows::WriteBatch;
 
+mod driver;
 pub mod memory;
 pub mod neo4j;
 mod nodelay;

@@ -1661,14 +1661,17 @@ async fn write_with_retry(
         ) {
             Decision::Retry(delay) => {
                 metrics.retries.fetch_add(1, Relaxed);
-                if error.is_not_a_leader() && !metrics.not_a_leader_logged.swap(true, Relaxed) {
+                if error.is_not_a_leader()
+                    && !error.was_rerouted()
+                    && !metrics.not_a_leader_logged.swap(true, Relaxed)
+                {
                     // Retried (the leader may move here), but an operator must know: every
                     // write waits until then.
                     tracing::error!(
                         error = %chain(&error),
                         "the database server is a cluster follower and refuses writes; point \
-                         NEO4J_URI at the leader (a bolt:// URI reaches one server, and runtally \
-                         does not route neo4j:// URIs yet); retrying"
+                         NEO4J_URI at the leader, or use a neo4j:// URI (a bolt:// URI reaches \
+                         one server; a neo4j:// URI routes writes to the leader); retrying"
                     );
                 }
                 tracing::warn!(

@@ -56,7 +56,9 @@ async fn the_stores_connections_have_nodelay_unless_disabled() {
         .expect("config");
     let plain = Neo4jStore::new(&config).expect("pool");
     plain.ping().await.expect("reachable");
+    // (One connection through a `bolt://` URI; a routed `neo4j://` one also keeps its
+    // router's connection, so at least one.)
     let sockets = nodelay_of_bolt_sockets();
-    assert_eq!(sockets.iter().filter(|&&on| !on).count(), 1, "{sockets:?}");
+    assert!(sockets.iter().any(|&on| !on), "{sockets:?}");
     drop(store);
 }

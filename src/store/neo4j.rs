@@ -20,8 +20,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use neo4rs::{query, BoltMap, BoltNode, BoltString, BoltType, Graph, Query, Txn};
+use neo4rs::{query, BoltMap, BoltNode, BoltString, BoltType, Query, Txn};
 
+use super::driver::{Access, Driver};
 use super::nodelay::NoDelay;
 use super::{BoxFuture, ExecutionRecord, GraphStore, TaskExecutionRecord};
 use crate::config::Neo4jConfig;
@@ -230,7 +231,7 @@ const READ_EXECUTIONS: &str = "MATCH (exec:Node {type:'orchestration_execution'}
 /// Cheap to clone: clones share the pool.
 #[derive(Clone)]
 pub struct Neo4jStore {
-    graph: Graph,
+    driver: Arc<Driver>,
     nodelay: Arc<NoDelay>,
 }
 
@@ -248,21 +249,12 @@ impl Neo4jStore {
     /// A [`Config`](crate::StoreErrorKind::Config) error if the driver rejects the URI or
     /// settings.
     pub fn new(config: &Neo4jConfig) -> Result<Self, StoreError> {
-        let mut builder = neo4rs::ConfigBuilder::default()
-            .uri(config.uri())
-            .user(config.user())
-            .password(config.password().expose())
-            .max_connections(config.max_connections())
-            .connection_timeout(config.connection_timeout())
-            .fetch_size(500);
-        if let Some(db) = config.database() {
-            builder = builder.db(db);
-        }
-        let driver_config = builder.build().map_err(StoreError::driver_config)?;
-        let graph = Graph::connect(driver_config).map_err(StoreError::driver_config)?;
+        let driver = Driver::new(config)?;
+        // A routed pool connects to servers the routing table names, not only the URI's.
+        let nodelay = NoDelay::new(config.uri(), config.tcp_nodelay(), driver.routed());
         Ok(Self {
-            graph,
-            nodelay: Arc::new(NoDelay::new(config.uri(), config.tcp_nodelay())),
+            driver: Arc::new(driver),
+            nodelay: Arc::new(nodelay),
         })
     }
 
@@ -335,22 +327,30 @@ impl Neo4jStore {
     }
 
     /// Runs one query in its own transaction and returns column `column` of every row.
+    /// (A routed pool may send it to a follower, which can lag the leader by a moment.)
     async fn read_nodes(&self, q: Query, column: &str) -> Result<Vec<BoltNode>, StoreError> {
-        let mut txn = self.begin().await?;
+        let mut txn = self.begin_as(Access::Read).await?;
         let nodes = collect_nodes(&mut txn, q, column).await;
-        finish(txn, nodes).await
+        self.finish(txn, nodes).await
+    }
+
+    /// Starts a write transaction (see [`Neo4jStore::begin_as`]).
+    async fn begin(&self) -> Result<Txn, StoreError> {
+        self.begin_as(Access::Write).await
     }
 
     /// Starts a transaction, then makes sure its connection (perhaps just opened by the pool)
     /// does not hold back writes (see [`NoDelay`]).
-    async fn begin(&self) -> Result<Txn, StoreError> {
-        let txn = self
-            .graph
-            .start_txn()
-            .await
-            .map_err(|e| StoreError::from_driver("begin", e))?;
+    async fn begin_as(&self, access: Access) -> Result<Txn, StoreError> {
+        let txn = self.driver.begin(access).await?;
         self.nodelay.sweep_if_due().await;
         Ok(txn)
+    }
+
+    /// Commits the transaction if `outcome` is a success, else rolls it back; an error passes
+    /// the driver first (a leader refusal makes a routed pool ask its router again).
+    async fn finish<T>(&self, txn: Txn, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+        finish(txn, outcome).await.map_err(|e| self.driver.saw(e))
     }
 
     /// Runs one statement in its own transaction (servers refuse schema changes mixed with
@@ -362,7 +362,7 @@ impl Neo4jStore {
             .await
             .map(drop)
             .map_err(|e| StoreError::from_driver("create schema", e));
-        finish(txn, outcome).await
+        self.finish(txn, outcome).await
     }
 
     /// What of runtally's schema the server has, or `None` if it cannot say (a server without
@@ -375,7 +375,7 @@ impl Neo4jStore {
             Ok::<_, StoreError>((unique, indexes))
         }
         .await;
-        let (unique, indexes) = match finish(txn, read).await {
+        let (unique, indexes) = match self.finish(txn, read).await {
             Ok(found) => found,
             Err(e) if e.is_retriable() => return Err(e),
             Err(e) => {
@@ -473,7 +473,7 @@ impl Neo4jStore {
     async fn write_phase(&self, batch: &WriteBatch, phase: Phase) -> Result<(), StoreError> {
         let mut txn = self.begin().await?;
         let outcome = write_rows(&mut txn, batch, phase).await;
-        finish(txn, outcome).await
+        self.finish(txn, outcome).await
     }
 
     async fn reconcile(
@@ -489,7 +489,7 @@ impl Neo4jStore {
             .param("nowMs", now.timestamp_millis());
         let mut txn = self.begin().await?;
         let ids = collect_strings(&mut txn, q, "id").await;
-        finish(txn, ids).await
+        self.finish(txn, ids).await
     }
 }
 
@@ -508,7 +508,7 @@ impl GraphStore for Neo4jStore {
             let outcome = collect_strings(&mut txn, query("RETURN 'ok' AS ok"), "ok")
                 .await
                 .map(drop);
-            finish(txn, outcome).await
+            self.finish(txn, outcome).await
         })
     }
 

@@ -14,6 +14,11 @@
 //! the option too (Neo4j's official drivers set it on theirs by default). Unix only; elsewhere,
 //! and with `Neo4jConfigBuilder::with_tcp_nodelay(false)`, a store sweeps nothing.
 //!
+//! A routed store (`neo4j://`) connects to the servers its routing table names, which only the
+//! driver knows: it sweeps every connected TCP socket of the process instead, so the process's
+//! other connections get the option too (harmless for request/response protocols such as
+//! HTTP, where the official clients set it as well).
+//!
 //! A sweep costs a directory listing and a system call or two per open descriptor: tens of
 //! microseconds in a small process, a few milliseconds with thousands of descriptors, at most
 //! every [`SWEEP_INTERVAL`].
@@ -32,6 +37,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 pub(crate) struct NoDelay {
     /// `host:port` from the URI; `None` when disabled.
     server: Option<(String, u16)>,
+    /// Every connected socket, not only those to `server` (a routed store).
+    any_peer: bool,
     state: Mutex<SweepState>,
 }
 
@@ -43,9 +50,9 @@ struct SweepState {
 }
 
 impl NoDelay {
-    /// For the server in `uri` (`scheme://host:port/...` or `host:port`); inactive if `enabled`
-    /// is false or the URI names no host.
-    pub(crate) fn new(uri: &str, enabled: bool) -> Self {
+    /// For the server in `uri` (`scheme://host:port/...` or `host:port`), or with `any_peer`
+    /// for every connected socket; inactive if `enabled` is false or the URI names no host.
+    pub(crate) fn new(uri: &str, enabled: bool, any_peer: bool) -> Self {
         let server = if enabled && cfg!(unix) {
             let server = server_of(uri);
             if server.is_none() {
@@ -57,6 +64,7 @@ impl NoDelay {
         };
         Self {
             server,
+            any_peer,
             state: Mutex::new(SweepState::default()),
         }
     }
@@ -81,6 +89,10 @@ impl NoDelay {
         let Some((host, port)) = &self.server else {
             return 0;
         };
+        if self.any_peer {
+            lock(&self.state).last = Some(Instant::now());
+            return sockets::set_nodelay_towards(None).changed;
+        }
         let unresolved = {
             let mut state = lock(&self.state);
             state.last = Some(Instant::now());
@@ -96,7 +108,7 @@ impl NoDelay {
             }
         }
         let mut state = lock(&self.state);
-        let found = sockets::set_nodelay_towards(&state.targets);
+        let found = sockets::set_nodelay_towards(Some(&state.targets));
         if found.connected == 0 {
             // Sweeps follow a connection's use, so none matching suggests the name now
             // resolves elsewhere (the driver resolves it at each connect): resolve it again.
@@ -162,7 +174,9 @@ mod sockets {
         }
     }
 
-    pub(super) fn set_nodelay_towards(targets: &[SocketAddr]) -> Found {
+    /// Sets the option on the sockets connected to one of `targets`, or on every connected
+    /// TCP socket when `targets` is `None`.
+    pub(super) fn set_nodelay_towards(targets: Option<&[SocketAddr]>) -> Found {
         let mut found = Found::default();
         for fd in open_fds() {
             // SAFETY: the borrow lasts only for the `dup` below. If another thread closes the
@@ -177,8 +191,14 @@ mod sockets {
             let Ok(peer) = socket.peer_addr() else {
                 continue; // not a connected socket
             };
-            if !peer.as_socket().is_some_and(|peer| targets.contains(&peer)) {
-                continue;
+            let Some(peer) = peer.as_socket() else {
+                continue; // not an IP socket
+            };
+            match targets {
+                Some(targets) if !targets.contains(&peer) => continue,
+                // Any peer: only TCP sockets have the option.
+                None if !socket.r#type().is_ok_and(|t| t == socket2::Type::STREAM) => continue,
+                _ => {}
             }
             found.connected += 1;
             match socket.nodelay() {
@@ -196,7 +216,7 @@ mod sockets {
 
 #[cfg(not(unix))]
 mod sockets {
-    pub(super) fn set_nodelay_towards(_: &[std::net::SocketAddr]) -> super::Found {
+    pub(super) fn set_nodelay_towards(_: Option<&[std::net::SocketAddr]>) -> super::Found {
         super::Found::default()
     }
 }
@@ -237,7 +257,7 @@ mod tests {
             std::net::TcpStream::connect(other.local_addr().expect("addr")).expect("connect");
         assert!(!to_server.nodelay().expect("read"));
         let uri = format!("bolt://{}", server.local_addr().expect("addr"));
-        let nodelay = NoDelay::new(&uri, true);
+        let nodelay = NoDelay::new(&uri, true, false);
         assert_eq!(nodelay.sweep().await, 1);
         assert!(to_server.nodelay().expect("read"));
         assert!(!to_other.nodelay().expect("read"));
@@ -252,7 +272,7 @@ mod tests {
         let to_server =
             std::net::TcpStream::connect(server.local_addr().expect("addr")).expect("connect");
         let uri = format!("bolt://{}", server.local_addr().expect("addr"));
-        assert_eq!(NoDelay::new(&uri, false).sweep().await, 0);
+        assert_eq!(NoDelay::new(&uri, false, false).sweep().await, 0);
         assert!(!to_server.nodelay().expect("read"));
     }
 }

@@ -282,6 +282,7 @@ pub fn result(
     )
 }
 
+pub mod fake_router;
 pub mod private_db;
 pub mod scripted_store;
 

@@ -79,6 +79,8 @@ public final class Neo4jServer {
             settings.put("server.default_listen_address", "127.0.0.1");
             settings.put("server.bolt.enabled", "true");
             settings.put("server.bolt.listen_address", "127.0.0.1:" + options.boltPort);
+            // The address a routing table (Bolt ROUTE, for neo4j:// URIs) names this server by.
+            settings.put("server.bolt.advertised_address", "127.0.0.1:" + options.boltPort);
             settings.put("dbms.security.auth_enabled", "true");
             // This machine may only talk to itself: no usage report to neo4j.com.
             settings.put("dbms.usage_report.enabled", "false");

@@ -1,0 +1,237 @@
+//! The driver's connection pool, and what neo4rs leaves to its caller for a routed URI.
+//!
+//! A `bolt://` URI is one pool to one server. A `neo4j://` URI (`+s`, `+ssc`) makes neo4rs route:
+//! it asks a router for the cluster's routing table (Bolt `ROUTE`) and sends each transaction to
+//! a server of the role it needs (writers for writes, readers for reads). Three things it does
+//! not do, done here:
+//!
+//! - **Check the database once, directly.** Behind a router a missing database or a refused
+//!   login shows up only as "no available writers", which looks like an outage and is retried
+//!   forever. The first transaction is preceded by one `RETURN 1` on a direct connection to the
+//!   URI's server, which fails as a `bolt://` URI would (`DatabaseNotFound` is a configuration
+//!   error).
+//! - **Name the database.** Without one, neo4rs asks for a routing table before every
+//!   transaction; the server's default is asked once and used from then on.
+//! - **Follow a leader change at once.** A server that lost the leadership answers writes with
+//!   `NotALeader`, but neo4rs keeps sending them there until the table's time to live runs out
+//!   (300 s by default). On that answer the pool is rebuilt (at most once per
+//!   [`REBUILD_INTERVAL`]): the new one starts with an empty table and asks the router again.
+//!   The writer retries the batch (every write is idempotent), so the effect is exactly once.
+//!
+//! The router asked is the URI's server; if it is down, routing waits for it (neo4rs then
+//! routes through the servers of its last table until the pool is rebuilt).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use neo4rs::{query, Graph, Operation, Txn};
+
+use crate::config::Neo4jConfig;
+use crate::error::StoreError;
+use crate::sync::lock;
+
+/// Least time between two rebuilds of a routed pool: a burst of `NotALeader` answers (every
+/// lane's write at once) asks the router again once, not once per answer.
+pub(crate) const REBUILD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether a transaction only reads (a routed pool may send it to a follower) or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// The pool, swapped for a new one when a routed cluster's leader moves.
+pub(crate) struct Driver {
+    config: Neo4jConfig,
+    routed: bool,
+    state: Mutex<State>,
+}
+
+struct State {
+    graph: Graph,
+    /// For a routed URI: the database was checked and named (see the module docs).
+    ready: bool,
+    /// The database transactions name: the configured one, else the default the router gave.
+    database: Option<String>,
+    rebuilt_at: Option<Instant>,
+}
+
+impl Driver {
+    /// Creates the pool; no connection is opened yet.
+    pub(crate) fn new(config: &Neo4jConfig) -> Result<Self, StoreError> {
+        let routed = is_routed(config.uri());
+        let database = config.database().map(str::to_owned);
+        let graph = connect(config, config.uri(), database.as_deref())?;
+        Ok(Self {
+            config: config.clone(),
+            routed,
+            state: Mutex::new(State {
+                graph,
+                ready: !routed,
+                database,
+                rebuilt_at: None,
+            }),
+        })
+    }
+
+    /// Whether the URI asks for routing (`neo4j://`, `neo4j+s://`, `neo4j+ssc://`).
+    pub(crate) fn routed(&self) -> bool {
+        self.routed
+    }
+
+    /// Starts a transaction: on a routed pool, on a server of the role `access` needs.
+    pub(crate) async fn begin(&self, access: Access) -> Result<Txn, StoreError> {
+        let graph = self.graph().await?;
+        let operation = match access {
+            Access::Read if self.routed => Operation::Read,
+            _ => Operation::Write,
+        };
+        match graph.start_txn_as(operation, None).await {
+            Ok(txn) => Ok(txn),
+            Err(e) => Err(self.saw(StoreError::from_driver("begin", e))),
+        }
+    }
+
+    /// Passes on an error of a statement, first rebuilding a routed pool if the error says the
+    /// server is no longer the leader.
+    pub(crate) fn saw(&self, error: StoreError) -> StoreError {
+        if self.routed && error.is_leader_refusal() {
+            let mut state = lock(&self.state);
+            if state
+                .rebuilt_at
+                .is_none_or(|at| at.elapsed() >= REBUILD_INTERVAL)
+            {
+                match connect(&self.config, self.config.uri(), state.database.as_deref()) {
+                    Ok(graph) => {
+                        tracing::info!(
+                            code = error.code().unwrap_or(""),
+                            "the server is not the leader; asking the router for the new one"
+                        );
+                        state.graph = graph;
+                        state.rebuilt_at = Some(Instant::now());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot rebuild the routed pool"),
+                }
+            }
+            return error.rerouted();
+        }
+        error
+    }
+
+    /// The pool to use; for a routed URI, once, after checking the database (module docs).
+    async fn graph(&self) -> Result<Graph, StoreError> {
+        let (graph, ready) = {
+            let state = lock(&self.state);
+            (state.graph.clone(), state.ready)
+        };
+        if ready {
+            return Ok(graph);
+        }
+        self.check_directly().await?;
+        if self.config.database().is_some() {
+            lock(&self.state).ready = true;
+            return Ok(graph);
+        }
+        let default = graph
+            .get_default_db(None, &[])
+            .await
+            .map_err(|e| StoreError::from_driver("route", e))?
+            .map(|db| db.to_string())
+            .filter(|db| !db.is_empty());
+        let named = match &default {
+            Some(db) => Some(connect(&self.config, self.config.uri(), Some(db))?),
+            None => None,
+        };
+        let mut state = lock(&self.state);
+        if !state.ready {
+            if let Some(named) = named {
+                state.graph = named;
+                state.database = default;
+            }
+            state.ready = true;
+        }
+        Ok(state.graph.clone())
+    }
+
+    /// One `RETURN 1` on a direct connection to the URI's server, with the configured database.
+    async fn check_directly(&self) -> Result<(), StoreError> {
+        let direct = direct_uri(self.config.uri());
+        let graph = connect(&self.config, &direct, self.config.database())?;
+        let mut txn = graph
+            .start_txn()
+            .await
+            .map_err(|e| StoreError::from_driver("begin", e))?;
+        let ran = txn
+            .run(query("RETURN 1 AS ok"))
+            .await
+            .map_err(|e| StoreError::from_driver("check the database", e));
+        match ran {
+            Ok(_) => txn
+                .commit()
+                .await
+                .map(drop)
+                .map_err(|e| StoreError::from_driver("commit", e)),
+            Err(e) => {
+                if let Err(rollback) = txn.rollback().await {
+                    tracing::debug!(error = %rollback, "rollback after the failed check failed");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+fn connect(config: &Neo4jConfig, uri: &str, database: Option<&str>) -> Result<Graph, StoreError> {
+    let mut builder = neo4rs::ConfigBuilder::default()
+        .uri(uri)
+        .user(config.user())
+        .password(config.password().expose())
+        .max_connections(config.max_connections())
+        .connection_timeout(config.connection_timeout())
+        .fetch_size(500);
+    if let Some(db) = database {
+        builder = builder.db(db);
+    }
+    let driver_config = builder.build().map_err(StoreError::driver_config)?;
+    Graph::connect(driver_config).map_err(StoreError::driver_config)
+}
+
+fn is_routed(uri: &str) -> bool {
+    uri.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("neo4j") || scheme.to_ascii_lowercase().starts_with("neo4j+")
+    })
+}
+
+/// The `bolt` URI of the same server and transport as a routed one.
+fn direct_uri(uri: &str) -> String {
+    match uri.split_once("://") {
+        Some((scheme, rest)) if is_routed(uri) => {
+            format!("bolt{}://{rest}", &scheme["neo4j".len()..])
+        }
+        _ => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_neo4j_schemes_route() {
+        for uri in ["neo4j://h:1", "neo4j+s://h", "NEO4J+SSC://h:7687"] {
+            assert!(is_routed(uri), "{uri}");
+        }
+        for uri in ["bolt://h:1", "bolt+s://h", "h:7687", "neo4jx://h"] {
+            assert!(!is_routed(uri), "{uri}");
+        }
+    }
+
+    #[test]
+    fn the_direct_uri_keeps_server_and_transport() {
+        assert_eq!(direct_uri("neo4j://h:1/x"), "bolt://h:1/x");
+        assert_eq!(direct_uri("neo4j+s://h"), "bolt+s://h");
+        assert_eq!(direct_uri("neo4j+ssc://h:7"), "bolt+ssc://h:7");
+        assert_eq!(direct_uri("bolt://h:1"), "bolt://h:1");
+    }
+}
