@@ -30,6 +30,8 @@ trap '[ -n "${SERVER:-}" ] && scripts/db stop >&2; rm -rf "$SCRATCH"' EXIT
 stream=$SCRATCH/stream.jsonl
 SMALL=(--runs 1000 --tasks 20)
 LARGE=(--runs 5 --tasks 100 --output-bytes 400000)
+# A fresh stream of the current size (fresh ids: every replay writes new nodes).
+fresh() { if [ "$size" = 500b ]; then gen "$stream" "${SMALL[@]}"; else gen "$stream" "${LARGE[@]}"; fi; }
 
 for server in $SERVERS; do
   bench_db "$server"
@@ -42,7 +44,7 @@ for server in $SERVERS; do
       if [ "$size" = 500b ]; then conc=32; else conc=5; fi
       if [[ " $PARTS " == *" P "* && -n "$OLD_BIN" ]]; then
         for build in v1 v2; do
-          if [ "$size" = 500b ]; then gen "$stream" "${SMALL[@]}"; else gen "$stream" "${LARGE[@]}"; fi
+          fresh
           bin=$BIN
           [ "$build" = v1 ] && bin=$OLD_BIN
           NEO4J_URI=$bolt run "protocol-$build-$size" 900 "$bin" replay "$stream" --concurrency "$conc"
@@ -50,7 +52,7 @@ for server in $SERVERS; do
       fi
       if [[ " $PARTS " == *" R "* ]]; then
         for uri in bolt neo4j; do
-          if [ "$size" = 500b ]; then gen "$stream" "${SMALL[@]}"; else gen "$stream" "${LARGE[@]}"; fi
+          fresh
           target=$bolt
           [ "$uri" = neo4j ] && target=$routed
           NEO4J_URI=$target run "uri-$uri-$size" 900 "$BIN" replay "$stream" --concurrency "$conc"
