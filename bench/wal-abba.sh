@@ -2,13 +2,15 @@
 # Session 20261203: the disk buffer's cost end to end. `runtally replay` of fresh streams with and
 # without --buffer-dir, in the order off on on off off on on off (ABBA twice, so a database that
 # warms up favours neither), after three warm-up replays, on a reset benchmark database.
-# Prints mode, tasks/s, seconds per run and appends JSON lines to bench/results-20261203.jsonl.
+# Prints mode, tasks/s, seconds per run and appends JSON lines to bench/results-$SESSION.jsonl
+# (SESSION defaults to 20261203).
 #
 # Usage: bench/wal-abba.sh SERVER GEN_EVENTS_ARGS...   (CONC: runs at once, default 5;
 #        EXTRA: more replay flags for the buffered runs; TMPBASE: where the buffer dir lives)
 set -uo pipefail
 cd /work/main
 BIN=${BIN:-/work/main/target/release/runtally}
+SESSION=${SESSION:-20261203}
 server=$1; shift
 gen_args=("$@")
 unset NEO4J_URI NEO4J_USER NEO4J_PASSWORD NEO4J_DATABASE
@@ -29,8 +31,8 @@ for mode in off on on off off on on off; do
 import json, sys
 d = json.loads(sys.stdin.read())
 print('$mode', d['tasks_per_s'], d['seconds'])
-d.update(session='20261203', series='wal-abba-$mode', server='$server', gen='${gen_args[*]}',
+d.update(session='$SESSION', series='wal-abba-$mode', server='$server', gen='${gen_args[*]}',
          extra='${EXTRA:-}', buffer_base='${TMPBASE:-/tmp}')
-open('bench/results-20261203.jsonl', 'a').write(json.dumps(d, sort_keys=True) + chr(10))"
+open('bench/results-$SESSION.jsonl', 'a').write(json.dumps(d, sort_keys=True) + chr(10))"
 done
 scripts/db stop >/dev/null 2>&1; rm -rf $S
