@@ -354,11 +354,13 @@ impl StoreError {
             E::Neo4j(_) if code == "Neo.ClientError.Database.DatabaseNotFound" => {
                 StoreErrorKind::Config
             }
-            // The router refused the routing table: a missing database is configuration,
-            // anything else (a router mid-election, a session in the wrong state) passes.
-            E::RoutingTableError((code, _))
-                if code == "Neo.ClientError.Database.DatabaseNotFound" =>
-            {
+            // The router refused the routing table: refused credentials or rights are Auth,
+            // another client error (a missing database, a server without ROUTE) is
+            // configuration, and only the rest (a router mid-election) passes.
+            E::RoutingTableError(_) if code.starts_with("Neo.ClientError.Security.") => {
+                StoreErrorKind::Auth
+            }
+            E::RoutingTableError(_) if code.starts_with("Neo.ClientError.") => {
                 StoreErrorKind::Config
             }
             E::RoutingTableError(_) => StoreErrorKind::Connection,
@@ -915,6 +917,29 @@ mod tests {
     }
 
     /// What a `GraphStore` of another crate can build, and how it is classified.
+
+    #[test]
+    fn routing_table_refusals_are_sorted_by_their_code() {
+        let refused = |code: &str| {
+            StoreError::from_driver(
+                "route",
+                neo4rs::Error::RoutingTableError((code.to_owned(), "m".to_owned())),
+            )
+        };
+        let missing = refused("Neo.ClientError.Database.DatabaseNotFound");
+        assert_eq!(missing.kind(), StoreErrorKind::Config);
+        assert_eq!(
+            missing.code(),
+            Some("Neo.ClientError.Database.DatabaseNotFound")
+        );
+        assert!(!missing.is_retriable());
+        let forbidden = refused("Neo.ClientError.Security.Forbidden");
+        assert_eq!(forbidden.kind(), StoreErrorKind::Auth);
+        assert!(!forbidden.is_retriable());
+        let electing = refused("Neo.TransientError.General.DatabaseUnavailable");
+        assert_eq!(electing.kind(), StoreErrorKind::Connection);
+        assert!(electing.is_retriable());
+    }
     #[test]
     fn errors_built_outside_the_driver_classify_like_the_drivers() {
         let deadlock = StoreError::new(StoreErrorKind::Query, "deadlock")

@@ -74,7 +74,7 @@ enum Command {
 /// Database connection settings, shared by every command.
 #[derive(Args, Clone, Debug)]
 pub(crate) struct DbArgs {
-    /// Bolt URI (bolt://, neo4j://, bolt+s://, neo4j+s://).
+    /// Bolt URI: bolt:// (one server) or neo4j:// (routed to a cluster's writer); +s for TLS.
     #[arg(long, env = "NEO4J_URI")]
     uri: Option<String>,
     /// Database user.

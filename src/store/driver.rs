@@ -2,8 +2,10 @@
 //!
 //! A `bolt://` URI is one pool to one server. A `neo4j://` URI (`+s`, `+ssc`) makes neo4rs route:
 //! it asks a router for the cluster's routing table (Bolt `ROUTE`) and sends each transaction to
-//! a server of the role it needs (writers for writes, readers for reads). Three things it does
-//! not do, done here:
+//! the server the table names as the writer. Every transaction runtally starts, reads included,
+//! goes to the writer: a follower may not have applied this process's last writes yet, and
+//! runtally's reads (a run's state just after its flush, whether a run already ended) must see
+//! them. Three things neo4rs does not do, done here:
 //!
 //! - **Check the database once, directly.** Behind a router a missing database or a refused
 //!   login shows up only as "no available writers", which looks like an outage and is retried
@@ -14,38 +16,33 @@
 //!   transaction; the server's default is asked once and used from then on.
 //! - **Follow a leader change at once.** A server that lost the leadership answers writes with
 //!   `NotALeader`, but neo4rs keeps sending them there until the table's time to live runs out
-//!   (300 s by default). On that answer the pool is rebuilt (at most once per
-//!   [`REBUILD_INTERVAL`]): the new one starts with an empty table and asks the router again.
-//!   The writer retries the batch (every write is idempotent), so the effect is exactly once.
-//!
-//! The router asked is the URI's server; if it is down, routing waits for it (neo4rs then
-//! routes through the servers of its last table until the pool is rebuilt).
+//!   (300 s by default). After that answer the next transaction builds a new pool (at most
+//!   once per [`REBUILD_INTERVAL`]), which starts with an empty table and asks the URI's
+//!   server for one; it replaces the old pool only once it got a table, so while that server
+//!   is down the old pool (and the routers its table names) stays in use. The writer retries
+//!   the batch (every write is idempotent), so the effect is exactly once.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use neo4rs::{query, Graph, Operation, Txn};
+use neo4rs::{query, Graph, Txn};
 
 use crate::config::Neo4jConfig;
 use crate::error::StoreError;
 use crate::sync::lock;
 
-/// Least time between two rebuilds of a routed pool: a burst of `NotALeader` answers (every
-/// lane's write at once) asks the router again once, not once per answer.
+/// Least time between two attempts to rebuild a routed pool: a burst of `NotALeader` answers
+/// (every lane's write at once) asks the router again once, not once per answer.
 pub(crate) const REBUILD_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Whether a transaction only reads (a routed pool may send it to a follower) or writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    Read,
-    Write,
-}
 
 /// The pool, swapped for a new one when a routed cluster's leader moves.
 pub(crate) struct Driver {
     config: Neo4jConfig,
     routed: bool,
     state: Mutex<State>,
+    /// Held (across awaits) by the one task that sets up or rebuilds a routed pool; the others
+    /// wait for it rather than doing the same work.
+    setup: tokio::sync::Mutex<()>,
 }
 
 struct State {
@@ -54,7 +51,18 @@ struct State {
     ready: bool,
     /// The database transactions name: the configured one, else the default the router gave.
     database: Option<String>,
+    /// A leader refusal was seen since the pool was built: the next transaction rebuilds it.
+    stale: bool,
     rebuilt_at: Option<Instant>,
+}
+
+impl State {
+    fn rebuild_due(&self) -> bool {
+        self.stale
+            && self
+                .rebuilt_at
+                .is_none_or(|at| at.elapsed() >= REBUILD_INTERVAL)
+    }
 }
 
 impl Driver {
@@ -70,8 +78,10 @@ impl Driver {
                 graph,
                 ready: !routed,
                 database,
+                stale: false,
                 rebuilt_at: None,
             }),
+            setup: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -80,78 +90,95 @@ impl Driver {
         self.routed
     }
 
-    /// Starts a transaction: on a routed pool, on a server of the role `access` needs.
-    pub(crate) async fn begin(&self, access: Access) -> Result<Txn, StoreError> {
+    /// Starts a transaction (on a routed pool, on the writer).
+    pub(crate) async fn begin(&self) -> Result<Txn, StoreError> {
         let graph = self.graph().await?;
-        let operation = match access {
-            Access::Read if self.routed => Operation::Read,
-            _ => Operation::Write,
-        };
-        match graph.start_txn_as(operation, None).await {
+        match graph.start_txn().await {
             Ok(txn) => Ok(txn),
             Err(e) => Err(self.saw(StoreError::from_driver("begin", e))),
         }
     }
 
-    /// Passes on an error of a statement, first rebuilding a routed pool if the error says the
-    /// server is no longer the leader.
+    /// Passes on an error of a statement; a leader refusal on a routed pool marks the pool
+    /// for a rebuild before the next transaction.
     pub(crate) fn saw(&self, error: StoreError) -> StoreError {
         if self.routed && error.is_leader_refusal() {
-            let mut state = lock(&self.state);
-            if state
-                .rebuilt_at
-                .is_none_or(|at| at.elapsed() >= REBUILD_INTERVAL)
-            {
-                match connect(&self.config, self.config.uri(), state.database.as_deref()) {
-                    Ok(graph) => {
-                        tracing::info!(
-                            code = error.code().unwrap_or(""),
-                            "the server is not the leader; asking the router for the new one"
-                        );
-                        state.graph = graph;
-                        state.rebuilt_at = Some(Instant::now());
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot rebuild the routed pool"),
-                }
-            }
+            lock(&self.state).stale = true;
             return error.rerouted();
         }
         error
     }
 
-    /// The pool to use; for a routed URI, once, after checking the database (module docs).
+    /// The pool to use: for a routed URI, first set up (once) or rebuilt (after a leader
+    /// refusal), as the module docs say.
     async fn graph(&self) -> Result<Graph, StoreError> {
-        let (graph, ready) = {
+        {
             let state = lock(&self.state);
-            (state.graph.clone(), state.ready)
-        };
-        if ready {
-            return Ok(graph);
-        }
-        self.check_directly().await?;
-        if self.config.database().is_some() {
-            lock(&self.state).ready = true;
-            return Ok(graph);
-        }
-        let default = graph
-            .get_default_db(None, &[])
-            .await
-            .map_err(|e| StoreError::from_driver("route", e))?
-            .map(|db| db.to_string())
-            .filter(|db| !db.is_empty());
-        let named = match &default {
-            Some(db) => Some(connect(&self.config, self.config.uri(), Some(db))?),
-            None => None,
-        };
-        let mut state = lock(&self.state);
-        if !state.ready {
-            if let Some(named) = named {
-                state.graph = named;
-                state.database = default;
+            if state.ready && !state.rebuild_due() {
+                return Ok(state.graph.clone());
             }
-            state.ready = true;
         }
-        Ok(state.graph.clone())
+        let _setup = self.setup.lock().await;
+        let (ready, rebuild, database) = {
+            let state = lock(&self.state);
+            (state.ready, state.rebuild_due(), state.database.clone())
+        };
+        if !ready {
+            self.set_up().await?;
+        } else if rebuild {
+            self.rebuild(database.as_deref()).await;
+        }
+        Ok(lock(&self.state).graph.clone())
+    }
+
+    /// Checks the database directly, then names it (the configured one, else the server's
+    /// default) in a new pool.
+    async fn set_up(&self) -> Result<(), StoreError> {
+        self.check_directly().await?;
+        let database = match self.config.database() {
+            Some(db) => Some(db.to_owned()),
+            None => {
+                let graph = lock(&self.state).graph.clone();
+                graph
+                    .get_default_db(None, &[])
+                    .await
+                    .map_err(|e| StoreError::from_driver("route", e))?
+                    .map(|db| db.to_string())
+                    .filter(|db| !db.is_empty())
+            }
+        };
+        let graph = connect(&self.config, self.config.uri(), database.as_deref())?;
+        let mut state = lock(&self.state);
+        state.graph = graph;
+        state.database = database;
+        state.ready = true;
+        Ok(())
+    }
+
+    /// Builds a new pool and swaps it in once it got a routing table from the URI's server;
+    /// else keeps the old one (tried again after [`REBUILD_INTERVAL`]).
+    async fn rebuild(&self, database: Option<&str>) {
+        lock(&self.state).rebuilt_at = Some(Instant::now());
+        let fresh = match connect(&self.config, self.config.uri(), database) {
+            Ok(graph) => graph,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build a new routed pool; keeping the old one");
+                return;
+            }
+        };
+        match fresh.get_default_db(None, &[]).await {
+            Ok(_) => {
+                tracing::info!("a server refused a write as not the leader; routing afresh");
+                let mut state = lock(&self.state);
+                state.graph = fresh;
+                state.stale = false;
+            }
+            Err(e) => tracing::warn!(
+                error = %StoreError::from_driver("route", e),
+                "a server refused a write as not the leader, and the router gives no new \
+                 table; keeping the old one"
+            ),
+        }
     }
 
     /// One `RETURN 1` on a direct connection to the URI's server, with the configured database.

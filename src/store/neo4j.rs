@@ -22,7 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use neo4rs::{query, BoltMap, BoltNode, BoltString, BoltType, Query, Txn};
 
-use super::driver::{Access, Driver};
+use super::driver::Driver;
 use super::nodelay::NoDelay;
 use super::{BoxFuture, ExecutionRecord, GraphStore, TaskExecutionRecord};
 use crate::config::Neo4jConfig;
@@ -228,6 +228,10 @@ const READ_EXECUTIONS: &str = "MATCH (exec:Node {type:'orchestration_execution'}
 
 /// A Neo4j (or Bolt-compatible) database behind a connection pool.
 ///
+/// Through a `neo4j://` URI every transaction, the reads ([`execution`](Self::execution),
+/// [`list_executions`](Self::list_executions), …) included, goes to the cluster's writer, so a
+/// read sees every write this store made before it.
+///
 /// Cheap to clone: clones share the pool.
 #[derive(Clone)]
 pub struct Neo4jStore {
@@ -327,22 +331,16 @@ impl Neo4jStore {
     }
 
     /// Runs one query in its own transaction and returns column `column` of every row.
-    /// (A routed pool may send it to a follower, which can lag the leader by a moment.)
     async fn read_nodes(&self, q: Query, column: &str) -> Result<Vec<BoltNode>, StoreError> {
-        let mut txn = self.begin_as(Access::Read).await?;
+        let mut txn = self.begin().await?;
         let nodes = collect_nodes(&mut txn, q, column).await;
         self.finish(txn, nodes).await
     }
 
-    /// Starts a write transaction (see [`Neo4jStore::begin_as`]).
-    async fn begin(&self) -> Result<Txn, StoreError> {
-        self.begin_as(Access::Write).await
-    }
-
     /// Starts a transaction, then makes sure its connection (perhaps just opened by the pool)
     /// does not hold back writes (see [`NoDelay`]).
-    async fn begin_as(&self, access: Access) -> Result<Txn, StoreError> {
-        let txn = self.driver.begin(access).await?;
+    async fn begin(&self) -> Result<Txn, StoreError> {
+        let txn = self.driver.begin().await?;
         self.nodelay.sweep_if_due().await;
         Ok(txn)
     }

@@ -4,7 +4,9 @@
 //! `Neo.ClientError.Cluster.NotALeader`, as a follower of a Neo4j or ArcadeDB cluster does. The
 //! only statement it runs is the direct `RETURN 1 AS ok` a routed store checks the database
 //! with. The client is the real driver (neo4rs); the real server behind the second table
-//! stores the rows, so persistence is checked where it happens.
+//! stores the rows, so persistence is checked where it happens. [`FakeRouter::start_with`]
+//! gives other tables (other fakes as writer or routers), and [`FakeRouter::stop`] takes a
+//! member down.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,47 +19,80 @@ pub struct FakeRouter {
     /// `host:port` it listens on.
     pub address: String,
     state: Arc<Shared>,
-    accept: tokio::task::JoinHandle<()>,
+    /// The accepting task and every connection's, aborted by [`FakeRouter::stop`].
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
+
+/// The routing tables a fake gives: its writer before and after it has refused
+/// `switch_after` statements (`usize::MAX`: never), and its routers. [`OWN`] stands for the
+/// fake's own address.
+pub struct Tables {
+    pub writer_before: String,
+    pub writer_after: String,
+    pub routers: Vec<String>,
+    pub switch_after: usize,
+}
+
+/// The fake's own address, in [`Tables`].
+pub const OWN: &str = "own";
 
 struct Shared {
     own: String,
-    leader: String,
+    tables: Tables,
     database: String,
     routes: AtomicUsize,
     refusals: AtomicUsize,
-    /// Tables naming the real server only after this many refusals (`usize::MAX`: never).
-    switch_after: usize,
 }
 
 impl FakeRouter {
-    /// Starts the fake. Its tables name `leader` (`host:port` of the real server) as the writer
-    /// once it has refused `switch_after` statements; `database` is the database they are for.
+    /// Starts the fake. Its tables name itself as the writer and router, and `leader`
+    /// (`host:port` of the real server) as the writer once it has refused `switch_after`
+    /// statements; `database` is the database they are for.
     pub async fn start(leader: &str, database: &str, switch_after: usize) -> Self {
+        let tables = Tables {
+            writer_before: OWN.to_owned(),
+            writer_after: leader.to_owned(),
+            routers: vec![OWN.to_owned()],
+            switch_after,
+        };
+        Self::start_with(tables, database).await
+    }
+
+    /// Starts a fake that gives these tables.
+    pub async fn start_with(tables: Tables, database: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address").to_string();
         let state = Arc::new(Shared {
             own: address.clone(),
-            leader: leader.to_owned(),
+            tables,
             database: database.to_owned(),
             routes: AtomicUsize::new(0),
             refusals: AtomicUsize::new(0),
-            switch_after,
         });
-        let shared = Arc::clone(&state);
+        let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (shared, spawned) = (Arc::clone(&state), Arc::clone(&tasks));
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let shared = Arc::clone(&shared);
-                tokio::spawn(async move {
+                let connection = tokio::spawn(async move {
                     // A client that hangs up ends its connection; nothing to report.
                     let _ = serve(stream, &shared).await;
                 });
+                spawned.lock().expect("tasks").push(connection);
             }
         });
+        tasks.lock().expect("tasks").push(accept);
         Self {
             address,
             state,
-            accept,
+            tasks,
+        }
+    }
+
+    /// Takes the member down: no new connection is accepted and every open one is closed.
+    pub fn stop(&self) {
+        for task in self.tasks.lock().expect("tasks").drain(..) {
+            task.abort();
         }
     }
 
@@ -74,7 +109,7 @@ impl FakeRouter {
 
 impl Drop for FakeRouter {
     fn drop(&mut self) {
-        self.accept.abort();
+        self.stop();
     }
 }
 
@@ -128,10 +163,7 @@ async fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 failed = true;
                 vec![failure(
                     "Neo.ClientError.Cluster.NotALeader",
-                    &format!(
-                        "this server is not the leader; the leader is {}",
-                        shared.leader
-                    ),
+                    "this server is not the leader",
                 )]
             }
             PULL => vec![
@@ -154,17 +186,22 @@ async fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
 }
 
 fn routing_table(shared: &Shared) -> V {
-    let switched = shared.refusals.load(Ordering::SeqCst) >= shared.switch_after;
-    let writer = if switched {
-        &shared.leader
-    } else {
-        &shared.own
+    let tables = &shared.tables;
+    let named = |address: &str| {
+        if address == OWN {
+            s(&shared.own)
+        } else {
+            s(address)
+        }
     };
-    let role = |address: &str, role: &str| {
-        map(vec![
-            ("addresses", V::L(vec![s(address)])),
-            ("role", s(role)),
-        ])
+    let switched = shared.refusals.load(Ordering::SeqCst) >= tables.switch_after;
+    let writer = if switched {
+        &tables.writer_after
+    } else {
+        &tables.writer_before
+    };
+    let role = |addresses: Vec<V>, role: &str| {
+        map(vec![("addresses", V::L(addresses)), ("role", s(role))])
     };
     map(vec![
         ("ttl", V::I(300)),
@@ -172,9 +209,9 @@ fn routing_table(shared: &Shared) -> V {
         (
             "servers",
             V::L(vec![
-                role(writer, "WRITE"),
-                role(writer, "READ"),
-                role(&shared.own, "ROUTE"),
+                role(vec![named(writer)], "WRITE"),
+                role(vec![named(writer)], "READ"),
+                role(tables.routers.iter().map(|r| named(r)).collect(), "ROUTE"),
             ]),
         ),
     ])
