@@ -39,25 +39,19 @@ for server in $SERVERS; do
   routed="neo4j://${NEO4J_URI#bolt://}"
   gen "$stream" --runs 50 --tasks 20
   "$BIN" replay "$stream" >/dev/null 2>&1 # warm-up
+  # Each variant is "series binary URI", run in this order within every sample.
+  variants=()
+  [[ " $PARTS " == *" P "* && -n "$OLD_BIN" ]] &&
+    variants+=("protocol-v1 $OLD_BIN $bolt" "protocol-v2 $BIN $bolt")
+  [[ " $PARTS " == *" R "* ]] && variants+=("uri-bolt $BIN $bolt" "uri-neo4j $BIN $routed")
   for size in 500b 400k; do
-    for i in $(seq "$SAMPLES"); do
-      if [ "$size" = 500b ]; then conc=32; else conc=5; fi
-      if [[ " $PARTS " == *" P "* && -n "$OLD_BIN" ]]; then
-        for build in v1 v2; do
-          fresh
-          bin=$BIN
-          [ "$build" = v1 ] && bin=$OLD_BIN
-          NEO4J_URI=$bolt run "protocol-$build-$size" 900 "$bin" replay "$stream" --concurrency "$conc"
-        done
-      fi
-      if [[ " $PARTS " == *" R "* ]]; then
-        for uri in bolt neo4j; do
-          fresh
-          target=$bolt
-          [ "$uri" = neo4j ] && target=$routed
-          NEO4J_URI=$target run "uri-$uri-$size" 900 "$BIN" replay "$stream" --concurrency "$conc"
-        done
-      fi
+    if [ "$size" = 500b ]; then conc=32; else conc=5; fi
+    for _ in $(seq "$SAMPLES"); do
+      for variant in "${variants[@]}"; do
+        read -r series bin target <<<"$variant"
+        fresh
+        NEO4J_URI=$target run "$series-$size" 900 "$bin" replay "$stream" --concurrency "$conc"
+      done
     done
   done
 done

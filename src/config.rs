@@ -65,8 +65,8 @@ impl From<String> for Password {
 /// The URI's scheme picks the transport, passed straight to the driver: `bolt://` and
 /// `neo4j://` in the clear, `bolt+s://` and `neo4j+s://` with TLS (`+ssc` accepts a self-signed
 /// certificate). A bare `host:port` means `bolt://`. A `bolt` URI connects to the one server
-/// it names; a `neo4j` URI routes: the server it names gives the routing table, writes go to
-/// the cluster's writer (followed when the leader moves) and reads to any member.
+/// it names; a `neo4j` URI routes: the server it names gives the routing table, and every
+/// transaction goes to the cluster's writer (followed when the leader moves).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neo4jConfig {
     uri: String,

@@ -916,8 +916,6 @@ mod tests {
         assert!(!other.is_retriable());
     }
 
-    /// What a `GraphStore` of another crate can build, and how it is classified.
-
     #[test]
     fn routing_table_refusals_are_sorted_by_their_code() {
         let refused = |code: &str| {
@@ -940,6 +938,8 @@ mod tests {
         assert_eq!(electing.kind(), StoreErrorKind::Connection);
         assert!(electing.is_retriable());
     }
+
+    /// What a `GraphStore` of another crate can build, and how it is classified.
     #[test]
     fn errors_built_outside_the_driver_classify_like_the_drivers() {
         let deadlock = StoreError::new(StoreErrorKind::Query, "deadlock")

@@ -33,7 +33,7 @@ use crate::sync::lock;
 
 /// Least time between two attempts to rebuild a routed pool: a burst of `NotALeader` answers
 /// (every lane's write at once) asks the router again once, not once per answer.
-pub(crate) const REBUILD_INTERVAL: Duration = Duration::from_secs(1);
+const REBUILD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The pool, swapped for a new one when a routed cluster's leader moves.
 pub(crate) struct Driver {
@@ -93,10 +93,10 @@ impl Driver {
     /// Starts a transaction (on a routed pool, on the writer).
     pub(crate) async fn begin(&self) -> Result<Txn, StoreError> {
         let graph = self.graph().await?;
-        match graph.start_txn().await {
-            Ok(txn) => Ok(txn),
-            Err(e) => Err(self.saw(StoreError::from_driver("begin", e))),
-        }
+        graph
+            .start_txn()
+            .await
+            .map_err(|e| self.saw(StoreError::from_driver("begin", e)))
     }
 
     /// Passes on an error of a statement; a leader refusal on a routed pool marks the pool

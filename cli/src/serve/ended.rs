@@ -5,7 +5,7 @@
 //! The database is asked by one task that coalesces: while it waits for one read, the lookups
 //! of every other request queue up and go out together in the next (`UNWIND` by id), so a
 //! stream of run starts costs a read per round trip rather than a read per start (on Neo4j a
-//! read per start cost a quarter of the end-to-end throughput; BENCHMARKS.md, session
+//! read per start cost 15–29 % of the end-to-end throughput; BENCHMARKS.md, session
 //! 20261204).
 
 use std::collections::{HashSet, VecDeque};
