@@ -623,6 +623,7 @@ impl Aggregator {
                 let settings = BufferSettings {
                     dir: dir.clone(),
                     segment_bytes: config.buffer_segment_bytes,
+                    direct_io: config.buffer_direct_writes,
                     sync: config.buffer_sync,
                 };
                 let opened = DiskBuffer::open(settings, Arc::clone(&metrics)).await?;

@@ -15,7 +15,9 @@
 //! [`BufferError::Locked`]), a `ledger` (the last record settled), and segment files
 //! `00000000000000000001.seg`, … of records: a 4-byte magic, the payload length, a CRC-32 of
 //! the header and payload, the sequence number and row count, then the rows as JSON with the
-//! graph's property names. What opening a directory found is a [`Recovery`].
+//! graph's property names; an end marker follows the last. Segments are written past the page
+//! cache (`O_DIRECT`) where the filesystem allows it. What opening a directory found is a
+//! [`Recovery`].
 //!
 //! Disk I/O never runs on the writer's thread (where the database writes are driven) nor on
 //! the host's: appends, syncs and reads are this thread's. Requests and replies go through
@@ -47,6 +49,8 @@ pub(crate) struct BufferSettings {
     pub(crate) dir: PathBuf,
     pub(crate) segment_bytes: u64,
     pub(crate) sync: SyncPolicy,
+    /// Write past the page cache where the filesystem allows it.
+    pub(crate) direct_io: bool,
 }
 
 /// What the writer asks of the buffer thread. Answered in order through [`Reply`].
@@ -142,7 +146,12 @@ impl DiskBuffer {
         let thread = std::thread::Builder::new()
             .name("runtally-buffer".into())
             .spawn(move || {
-                let opened = SegmentLog::open(&settings.dir, settings.segment_bytes, settings.sync);
+                let opened = SegmentLog::open(
+                    &settings.dir,
+                    settings.segment_bytes,
+                    settings.sync,
+                    settings.direct_io,
+                );
                 let log = match opened {
                     Ok((log, recovery)) => {
                         let facts = (recovery, log.next_seq(), log.settled());
@@ -269,9 +278,9 @@ impl BufferThread {
         }
     }
 
-    fn append(&mut self, first: u64, deliveries: Vec<Delivery>, backlog: bool) {
+    fn append(&mut self, first: u64, mut deliveries: Vec<Delivery>, backlog: bool) {
         let last = first + (deliveries.len() as u64).saturating_sub(1);
-        let error = self.write(first, &deliveries, backlog);
+        let error = self.write(first, &mut deliveries, backlog);
         // A backlog is the writer's only copy once on disk; anything else goes back to it.
         let deliveries = if backlog && error.is_none() {
             Vec::new()
@@ -288,8 +297,14 @@ impl BufferThread {
         });
     }
 
-    /// Encodes and appends; `None` on success.
-    fn write(&mut self, first: u64, deliveries: &[Delivery], backlog: bool) -> Option<BufferError> {
+    /// Encodes and appends; `None` on success. (`deliveries` is only borrowed mutably for the
+    /// encoder, which moves outputs out and back.)
+    fn write(
+        &mut self,
+        first: u64,
+        deliveries: &mut [Delivery],
+        backlog: bool,
+    ) -> Option<BufferError> {
         let last = first + (deliveries.len() as u64).saturating_sub(1);
         let mut append = match self.log.begin_append(first, last) {
             Ok(append) => append,
@@ -302,7 +317,8 @@ impl BufferThread {
         // append, and no copy of it in fresh memory.
         let mut bytes = 0u64;
         self.frames.clear();
-        for (seq, (i, delivery)) in (first..).zip(deliveries.iter().enumerate()) {
+        let count = deliveries.len();
+        for (seq, (i, delivery)) in (first..).zip(deliveries.iter_mut().enumerate()) {
             let encoded = match delivery {
                 Delivery::Run {
                     execution, tasks, ..
@@ -313,14 +329,14 @@ impl BufferThread {
                     tasks,
                 ),
                 Delivery::Restore(batch) => {
-                    record::encode(&mut self.frames, seq, &batch.executions, &batch.tasks)
+                    record::encode(&mut self.frames, seq, &batch.executions, &mut batch.tasks)
                 }
             };
-            let part_full = self.frames.len() >= PART_BYTES || i + 1 == deliveries.len();
+            let part_full = self.frames.len() >= PART_BYTES || i + 1 == count;
             let written = match encoded {
                 Ok(()) if !part_full => Ok(()),
                 Ok(()) => {
-                    let written = self.log.write_part(&mut append, &self.frames);
+                    let written = self.log.write_part(&mut append, &mut self.frames);
                     bytes += self.frames.len() as u64;
                     self.frames.clear();
                     written

@@ -243,6 +243,7 @@
 //! | `with_when_full` | `Block` | at the memory bounds: wait, refuse (`Reject`), or go to the disk buffer (`Overflow`) |
 //! | `with_buffer_sync` | every 100 ms | when the disk buffer forces its appends to the disk |
 //! | `with_buffer_segment_bytes` | 64 MiB | size of one segment file of the disk buffer |
+//! | `with_buffer_direct_writes` | `true` | write the disk buffer past the page cache (`O_DIRECT`) where the filesystem allows it |
 //! | `with_rejected_handler` | none | receives rows the database refused |
 //! | `with_instance_id` | host/pid/random | this process's `runtallyOwner` |
 //!

@@ -1,8 +1,8 @@
 //! The disk buffer's actor logic, on an in-memory store (persistence itself is proven against
 //! the real database in `cli/tests/`): rows accepted while the store fails are in the buffer,
 //! a later aggregator on the same directory writes them first, with overflow memory stays under
-//! the bound while senders never wait for the store, and a second aggregator cannot open a
-//! directory in use.
+//! the bound while senders never wait for the store, a second aggregator cannot open a
+//! directory in use, and either way of writing (direct, page cache) reads the other's.
 
 mod common;
 
@@ -118,6 +118,53 @@ async fn rows_accepted_while_the_store_is_down_are_written_by_the_next_aggregato
         0,
         "everything durable: no segment left"
     );
+}
+
+#[tokio::test]
+async fn a_buffer_written_through_the_page_cache_and_one_written_directly_read_the_same() {
+    // Each way of writing reads what the other left: (page cache, then direct) and back.
+    for first_direct in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = MemoryStore::new();
+        down(&first);
+        let agg = Aggregator::start_with_store(
+            config(dir.path())
+                .with_buffer_direct_writes(first_direct)
+                .build()
+                .expect("config"),
+            Arc::new(first.clone()),
+        )
+        .await
+        .expect("start");
+        // Outputs over a direct write's 1 MiB window, and small ones.
+        let big = send(&agg, &unique("big"), 2, 3, 700_000).await;
+        let small = send(&agg, &unique("small"), 2, 30, 10).await;
+        agg.sync_buffer().await.expect("on disk");
+        drop(agg);
+
+        let second = MemoryStore::new();
+        let agg = Aggregator::start_with_store(
+            config(dir.path())
+                .with_buffer_direct_writes(!first_direct)
+                .build()
+                .expect("config"),
+            Arc::new(second.clone()),
+        )
+        .await
+        .expect("start again");
+        let recovery = agg.buffer_recovery().expect("a buffer").clone();
+        assert!(recovery.skipped.is_empty(), "{recovery:?}");
+        agg.flush().await.expect("flush writes the backlog");
+        for (ids, tasks, output) in [(&big, 3, 700_000), (&small, 30, 10)] {
+            for id in ids {
+                let rows = second.tasks_of(id);
+                assert_eq!(rows.len(), tasks, "{id}");
+                assert!(rows.iter().all(|t| t.output.len() == output), "{id}");
+            }
+        }
+        let report = agg.shutdown(Duration::from_secs(5)).await;
+        assert!(report.complete, "{report:?}");
+    }
 }
 
 #[tokio::test]

@@ -131,6 +131,10 @@ pub(crate) struct BufferArgs {
     /// cut can take (0: after every append, before the rows go to the database).
     #[arg(long, default_value_t = runtally::config::DEFAULT_BUFFER_SYNC_INTERVAL.as_millis() as u64)]
     buffer_sync_ms: u64,
+    /// Write the disk buffer through the page cache rather than past it (by default it is
+    /// written with O_DIRECT where the filesystem allows it).
+    #[arg(long)]
+    buffer_page_cache: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -155,6 +159,7 @@ impl BufferArgs {
         };
         builder
             .with_buffer_sync(sync)
+            .with_buffer_direct_writes(!self.buffer_page_cache)
             .with_when_full(match self.when_full {
                 WhenFullArg::Block => runtally::WhenFull::Block,
                 WhenFullArg::Reject => runtally::WhenFull::Reject,

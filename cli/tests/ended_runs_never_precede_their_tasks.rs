@@ -96,7 +96,11 @@ async fn replay_under_a_poller(lanes: usize) {
     agg.flush().await.expect("flush");
     let (violations, polls) = poller.finish().await;
     assert!(agg.shutdown(Duration::from_secs(10)).await.complete);
-    assert!(polls > 10, "the reader polled during the replay ({polls})");
+    // A poll reads every run of the shared test database, which grows with each run of the
+    // suite: on a developer's database of millions of nodes a poll takes about a second (9 and
+    // 10 polls were seen in a replay of this size), on CI's fresh one a few milliseconds. Three
+    // show the reader read while the replay wrote.
+    assert!(polls >= 3, "the reader polled during the replay ({polls})");
     assert!(
         violations.is_empty(),
         "{} reads saw a run ahead of its tasks, e.g. {:?}",

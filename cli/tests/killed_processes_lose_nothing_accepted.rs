@@ -309,30 +309,34 @@ async fn torn_and_corrupt_records_are_reported_with_their_place_and_every_other_
     child.wait().expect("reaped");
 
     // Damage the log as a failing disk and a power cut would: one byte of a record in the
-    // middle, and half a record at the end.
+    // middle, and half a record where the next write would have gone.
     let segment = segments(&dir).pop().expect("a segment");
     let mut bytes = std::fs::read(&segment).expect("read segment");
     let header = 16;
+    // A frame's bytes, rows and sequence number (the format in src/buffer/record.rs).
     let frame = |bytes: &[u8], at: usize| {
-        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
-        let rows = u32::from_le_bytes(bytes[at + 20..at + 24].try_into().expect("4 bytes"));
-        (24 + len, rows)
+        let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        let seq = u64::from_le_bytes(bytes[at + 12..at + 20].try_into().expect("8 bytes"));
+        (24 + u32_at(at + 4) as usize, u32_at(at + 20), seq)
     };
+    // Records from the header to the end marker (no payload, sequence number 0), which
+    // padding may follow.
     let mut offsets = vec![header];
     while let Some(&at) = offsets.last() {
-        let next = at + frame(&bytes, at).0;
-        if next >= bytes.len() {
+        let (len, _, seq) = frame(&bytes, at);
+        if len == 24 && seq == 0 {
             break;
         }
-        offsets.push(next);
+        offsets.push(at + len);
     }
+    let torn_at = offsets.pop().expect("the end marker's offset");
     assert!(offsets.len() > 10, "{} records", offsets.len());
     let corrupt = offsets[offsets.len() / 2];
-    let (_, lost_rows) = frame(&bytes, corrupt);
+    let (_, lost_rows, _) = frame(&bytes, corrupt);
     bytes[corrupt + 30] ^= 0xff;
-    let torn_at = bytes.len();
     let half = frame(&bytes, header).0 / 2;
     let copy = bytes[header..header + half].to_vec();
+    bytes.truncate(torn_at);
     bytes.extend_from_slice(&copy);
     std::fs::write(&segment, &bytes).expect("damage");
 

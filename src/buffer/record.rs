@@ -9,8 +9,25 @@
 //!  8       4     CRC-32 (IEEE) of the fields below and the payload
 //!  12      8     sequence number, little endian (one per record, increasing through the log)
 //!  20      4     rows in the payload (execution and task rows), little endian
-//!  24      len   payload: the record's rows as JSON, {"executions":[…],"tasks":[…]}
+//!  24      len   payload (below)
 //! ```
+//!
+//! The payload (version 2):
+//!
+//! ```text
+//!  0       4     JSON length n, little endian
+//!  4       n     the rows as JSON, {"executions":[…],"tasks":[…]}, every task's "output" ""
+//!  4+n     …     each task's output in the rows' order: 4-byte length, then its UTF-8 bytes
+//! ```
+//!
+//! Outputs (an LLM's answer: the large part of a row) are copied as they are rather than
+//! escaped into JSON, which cost the log a fifth of its CPU at 400 KB outputs. A version 1
+//! payload is the JSON alone, outputs in it.
+//!
+//! Every write ends with an *end marker*, a frame with sequence number 0 (no record has it) and
+//! no payload, which the next write overwrites: a reader stops there (what follows may be a
+//! direct write's padding), unless records follow after all. Version 1 segments (no markers)
+//! read the same way, to their end.
 //!
 //! The rows serialize with the graph's property names, as in the spill file, so a record
 //! outlives a change of runtally's in-memory types. The checksum covers the length, so a
@@ -22,7 +39,10 @@ use serde::{Deserialize, Serialize};
 use crate::rows::{ExecutionRow, TaskRow, WriteBatch};
 
 /// The first bytes of every segment file: the format and its version.
-pub(crate) const SEGMENT_HEADER: &[u8; 16] = b"runtally-buffer1";
+pub(crate) const SEGMENT_HEADER: &[u8; 16] = b"runtally-buffer2";
+
+/// The header of version 1 segments (no end markers, no padding): still read.
+pub(crate) const SEGMENT_HEADER_V1: &[u8; 16] = b"runtally-buffer1";
 
 /// The part of [`SEGMENT_HEADER`] every version shares.
 pub(crate) const SEGMENT_FAMILY: &[u8] = b"runtally-buffer";
@@ -47,7 +67,8 @@ struct Rows {
     tasks: Vec<TaskRow>,
 }
 
-/// Appends one record holding these rows to `out`.
+/// Appends one record holding these rows to `out`. The tasks' outputs are moved out while the
+/// rest is encoded, and back (so `tasks` is as it was, whatever the result).
 ///
 /// # Errors
 ///
@@ -56,15 +77,38 @@ pub(crate) fn encode(
     out: &mut Vec<u8>,
     seq: u64,
     executions: &[ExecutionRow],
-    tasks: &[TaskRow],
+    tasks: &mut [TaskRow],
 ) -> Result<(), EncodeError> {
     let start = out.len();
     out.extend_from_slice(&RECORD_MAGIC);
     out.extend_from_slice(&[0; FRAME_HEADER - 4]);
     let payload = out.len();
-    if let Err(e) = serde_json::to_writer(&mut *out, &RowsRef { executions, tasks }) {
+    out.extend_from_slice(&[0; 4]);
+    let outputs: Vec<String> = tasks
+        .iter_mut()
+        .map(|t| std::mem::take(&mut t.output))
+        .collect();
+    let json = serde_json::to_writer(&mut *out, &RowsRef { executions, tasks });
+    for (task, output) in tasks.iter_mut().zip(outputs) {
+        task.output = output;
+    }
+    if let Err(e) = json {
         out.truncate(start);
         return Err(EncodeError::Json(e));
+    }
+    let json_len = out.len() - payload - 4;
+    let Ok(json_len) = u32::try_from(json_len) else {
+        out.truncate(start);
+        return Err(EncodeError::TooLarge(json_len));
+    };
+    out[payload..payload + 4].copy_from_slice(&json_len.to_le_bytes());
+    for task in tasks.iter() {
+        let Ok(len) = u32::try_from(task.output.len()) else {
+            out.truncate(start);
+            return Err(EncodeError::TooLarge(task.output.len()));
+        };
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(task.output.as_bytes());
     }
     let Ok(len) = u32::try_from(out.len() - payload) else {
         let bytes = out.len() - payload;
@@ -80,6 +124,15 @@ pub(crate) fn encode(
     Ok(())
 }
 
+/// The end marker: a frame with sequence number 0 and no rows.
+pub(crate) fn end_marker() -> [u8; FRAME_HEADER] {
+    let mut out = [0u8; FRAME_HEADER];
+    out[..4].copy_from_slice(&RECORD_MAGIC);
+    // Length, sequence number and rows are 0.
+    out[8..12].copy_from_slice(&checksum(0, 0, 0, &[]).to_le_bytes());
+    out
+}
+
 /// Why rows could not become a record.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum EncodeError {
@@ -89,14 +142,46 @@ pub(crate) enum EncodeError {
     TooLarge(usize),
 }
 
-/// Decodes a payload read from a record whose checksum matched.
+/// Why a checked payload is not a record's rows (an incompatible version wrote it).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecodeError {
+    #[error("the rows do not deserialize")]
+    Json(#[source] serde_json::Error),
+    #[error("the outputs do not match the rows")]
+    Outputs,
+}
+
+/// Decodes a payload read from a record whose checksum matched, in a segment of `version`
+/// (1 or 2).
 ///
 /// # Errors
 ///
 /// The payload is not a record's rows (written by an incompatible version).
-pub(crate) fn decode(payload: &[u8]) -> Result<WriteBatch, serde_json::Error> {
-    let rows: Rows = serde_json::from_slice(payload)?;
+pub(crate) fn decode(payload: &[u8], version: u8) -> Result<WriteBatch, DecodeError> {
+    if version == 1 {
+        let rows: Rows = serde_json::from_slice(payload).map_err(DecodeError::Json)?;
+        return Ok(WriteBatch::new(rows.executions, rows.tasks));
+    }
+    let (json, mut rest) = split_len(payload).ok_or(DecodeError::Outputs)?;
+    let mut rows: Rows = serde_json::from_slice(json).map_err(DecodeError::Json)?;
+    for task in &mut rows.tasks {
+        let (output, after) = split_len(rest).ok_or(DecodeError::Outputs)?;
+        task.output = std::str::from_utf8(output)
+            .map_err(|_| DecodeError::Outputs)?
+            .to_owned();
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(DecodeError::Outputs);
+    }
     Ok(WriteBatch::new(rows.executions, rows.tasks))
+}
+
+/// A 4-byte length, then that many bytes: those bytes and what follows them.
+fn split_len(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+    (len <= rest.len()).then(|| rest.split_at(len))
 }
 
 fn checksum(len: u32, seq: u64, rows: u32, payload: &[u8]) -> u32 {
@@ -142,6 +227,11 @@ impl Header {
             && checksum(self.len, self.seq, self.rows, payload) == self.crc
     }
 
+    /// Whether this is the end marker.
+    pub(crate) fn is_end_marker(&self) -> bool {
+        self.seq == 0 && self.len == 0
+    }
+
     /// Bytes of the whole frame.
     pub(crate) fn frame_len(&self) -> u64 {
         FRAME_HEADER as u64 + u64::from(self.len)
@@ -180,6 +270,24 @@ pub(crate) mod tests {
         (vec![execution], tasks)
     }
 
+    /// A version 1 record (the payload all JSON), as runtally wrote them before version 2.
+    pub(crate) fn encode_v1(
+        out: &mut Vec<u8>,
+        seq: u64,
+        executions: &[ExecutionRow],
+        tasks: &[TaskRow],
+    ) {
+        let json = serde_json::to_vec(&RowsRef { executions, tasks }).expect("json");
+        let len = u32::try_from(json.len()).expect("small");
+        let rows = u32::try_from(executions.len() + tasks.len()).expect("few");
+        out.extend_from_slice(&RECORD_MAGIC);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&checksum(len, seq, rows, &json).to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&rows.to_le_bytes());
+        out.extend_from_slice(&json);
+    }
+
     fn frame(bytes: &[u8]) -> (Header, &[u8]) {
         let header: &[u8; FRAME_HEADER] = bytes[..FRAME_HEADER].try_into().expect("header");
         let header = Header::parse(header).expect("magic");
@@ -191,24 +299,53 @@ pub(crate) mod tests {
 
     #[test]
     fn a_record_round_trips_its_rows_and_sequence_number() {
-        let (executions, tasks) = rows(3, "quote \" and newline \n and é");
+        let (executions, mut tasks) = rows(3, "quote \" and newline \n and é");
+        tasks[1].output = String::new();
+        let before = tasks.clone();
         let mut out = Vec::new();
-        encode(&mut out, 42, &executions, &tasks).expect("encode");
+        encode(&mut out, 42, &executions, &mut tasks).expect("encode");
+        assert_eq!(tasks, before, "the outputs are back in the rows");
         let (header, payload) = frame(&out);
         assert_eq!(header.seq, 42);
         assert_eq!(header.rows, 4);
         assert_eq!(header.frame_len(), out.len() as u64);
         assert!(header.matches(payload));
-        let batch = decode(payload).expect("decode");
+        let batch = decode(payload, 2).expect("decode");
         assert_eq!(batch.executions, executions);
         assert_eq!(batch.tasks, tasks);
+        // Outputs as they are, not escaped.
+        let raw = "quote \" and newline \n and é".as_bytes();
+        assert!(payload.windows(raw.len()).any(|w| w == raw));
+    }
+
+    #[test]
+    fn a_version_1_payload_decodes_and_a_damaged_one_does_not() {
+        let (executions, tasks) = rows(2, "x");
+        let json = serde_json::to_vec(&RowsRef {
+            executions: &executions,
+            tasks: &tasks,
+        })
+        .expect("json");
+        let batch = decode(&json, 1).expect("version 1");
+        assert_eq!(batch.tasks, tasks);
+        let (executions, mut tasks) = rows(2, "x");
+        let mut out = Vec::new();
+        encode(&mut out, 1, &executions, &mut tasks).expect("encode");
+        let payload = &out[FRAME_HEADER..];
+        assert!(
+            decode(&payload[..payload.len() - 1], 2).is_err(),
+            "an output cut short"
+        );
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        assert!(decode(&longer, 2).is_err(), "bytes after the last output");
     }
 
     #[test]
     fn any_flipped_byte_fails_the_checksum_or_the_magic() {
-        let (executions, tasks) = rows(1, "x");
+        let (executions, mut tasks) = rows(1, "x");
         let mut clean = Vec::new();
-        encode(&mut clean, 7, &executions, &tasks).expect("encode");
+        encode(&mut clean, 7, &executions, &mut tasks).expect("encode");
         for i in 0..clean.len() {
             let mut bytes = clean.clone();
             bytes[i] ^= 0x20;
@@ -225,10 +362,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_end_marker_is_a_valid_empty_frame_no_record_is_taken_for() {
+        let marker = end_marker();
+        let header = Header::parse(&marker).expect("magic");
+        assert_eq!((header.len, header.seq, header.rows), (0, 0, 0));
+        assert!(header.matches(&[]) && header.is_end_marker());
+        let (executions, mut tasks) = rows(0, "");
+        let mut empty = Vec::new();
+        encode(&mut empty, 1, &executions, &mut tasks).expect("encode");
+        let (record, _) = frame(&empty);
+        assert!(!record.is_end_marker());
+    }
+
+    #[test]
     fn the_next_magic_is_found_after_garbage() {
-        let (executions, tasks) = rows(1, "x");
+        let (executions, mut tasks) = rows(1, "x");
         let mut bytes = b"garbage".to_vec();
-        encode(&mut bytes, 1, &executions, &tasks).expect("encode");
+        encode(&mut bytes, 1, &executions, &mut tasks).expect("encode");
         assert_eq!(find_magic(&bytes), Some(7));
         assert_eq!(find_magic(b"RTR"), None);
     }
