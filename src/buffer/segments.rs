@@ -1202,16 +1202,29 @@ mod tests {
         assert!(!log.has_backlog());
     }
 
+    /// Records 1 to `n` in one segment, as a killed process leaves them: its path and bytes.
+    fn written(dir: &Path, n: u64) -> (PathBuf, Vec<u8>) {
+        let (mut log, _) =
+            SegmentLog::open(dir, 1 << 20, SyncPolicy::EveryWrite, true).expect("open");
+        log.append(&frames(1, n), 1, n, false).expect("append");
+        let path = log.active_path();
+        drop(log);
+        let bytes = std::fs::read(&path).expect("read");
+        (path, bytes)
+    }
+
+    fn reasons(recovery: &Recovery) -> Vec<(u64, SkipReason)> {
+        recovery
+            .skipped
+            .iter()
+            .map(|s| (s.offset, s.reason))
+            .collect()
+    }
+
     #[test]
     fn a_torn_last_record_and_a_corrupt_one_are_reported_and_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = {
-            let (mut log, _) =
-                SegmentLog::open(dir.path(), 1 << 20, SyncPolicy::EveryWrite, true).expect("open");
-            log.append(&frames(1, 4), 1, 4, false).expect("append");
-            log.active_path()
-        };
-        let mut bytes = std::fs::read(&path).expect("read");
+        let (path, mut bytes) = written(dir.path(), 4);
         let record = frames(1, 1).len();
         // Corrupt a byte inside record 2's payload, and cut record 4 short (the end marker and
         // any padding after it go too).
@@ -1221,14 +1234,9 @@ mod tests {
         std::fs::write(&path, &bytes).expect("write");
 
         let (mut log, recovery) = open(dir.path());
-        let reasons: Vec<_> = recovery
-            .skipped
-            .iter()
-            .map(|s| (s.offset, s.reason))
-            .collect();
         let fourth = SEGMENT_HEADER.len() + 3 * record;
         assert_eq!(
-            reasons,
+            reasons(&recovery),
             vec![
                 (second as u64, SkipReason::Corrupt),
                 (fourth as u64, SkipReason::Torn)
@@ -1245,23 +1253,15 @@ mod tests {
         // A machine that lost power may keep the later pages of a write and not the first:
         // the end marker the write began by overwriting is still there, records follow it.
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = {
-            let (mut log, _) =
-                SegmentLog::open(dir.path(), 1 << 20, SyncPolicy::EveryWrite, true).expect("open");
-            log.append(&frames(1, 3), 1, 3, false).expect("append");
-            log.active_path()
-        };
-        let mut bytes = std::fs::read(&path).expect("read");
+        let (path, mut bytes) = written(dir.path(), 3);
         let second = SEGMENT_HEADER.len() + frames(1, 1).len();
         bytes[second..second + FRAME_HEADER].copy_from_slice(&record::end_marker());
         std::fs::write(&path, &bytes).expect("write");
         let (mut log, recovery) = open(dir.path());
-        let reasons: Vec<_> = recovery
-            .skipped
-            .iter()
-            .map(|s| (s.offset, s.reason))
-            .collect();
-        assert_eq!(reasons, vec![(second as u64, SkipReason::Corrupt)]);
+        assert_eq!(
+            reasons(&recovery),
+            vec![(second as u64, SkipReason::Corrupt)]
+        );
         let loaded = log.load(usize::MAX, u64::MAX, true).expect("load");
         assert_eq!(seqs(&loaded), vec![1, 3]);
     }
