@@ -348,6 +348,8 @@ impl BufferThread {
                 }),
             };
             if let Err(e) = written {
+                // Parts already written are cut back (an encoding failure comes here too).
+                self.log.abort_append(&mut append);
                 if self.frames.capacity() > FRAMES_KEPT {
                     self.frames = Vec::new();
                 }

@@ -698,7 +698,7 @@ impl AggregatorConfigBuilder {
     }
 
     /// Whether the disk buffer writes its segments past the page cache (`O_DIRECT`, on Linux,
-    /// where the filesystem takes it; elsewhere, and on tmpfs, through the page cache). Direct
+    /// where the filesystem takes it; elsewhere through the page cache). Direct
     /// writes cost a copy into a 1 MiB buffer the buffer thread keeps and the device's time,
     /// and at least a block per append; writes through the page cache cost the kernel a page
     /// for every 4 KiB appended and its writeback. On the benchmark machine (BENCHMARKS.md,

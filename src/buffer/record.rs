@@ -152,12 +152,15 @@ pub(crate) enum DecodeError {
 }
 
 /// Decodes a payload read from a record whose checksum matched, in a segment of `version`
-/// (1 or 2).
+/// (1 or 2; 0 when the segment's header is damaged: either).
 ///
 /// # Errors
 ///
 /// The payload is not a record's rows (written by an incompatible version).
 pub(crate) fn decode(payload: &[u8], version: u8) -> Result<WriteBatch, DecodeError> {
+    if version == 0 {
+        return decode(payload, 2).or_else(|_| decode(payload, 1));
+    }
     if version == 1 {
         let rows: Rows = serde_json::from_slice(payload).map_err(DecodeError::Json)?;
         return Ok(WriteBatch::new(rows.executions, rows.tasks));

@@ -365,14 +365,13 @@ impl SegmentLog {
     }
 
     /// Writes the next part of an append (whole records), at the segment's known length
-    /// (whatever the file's cursor), followed by an end marker the next part overwrites; in
-    /// one write, so no reader sees the records without the marker after them. `frames` is
-    /// as it was afterwards.
+    /// (whatever the file's cursor), followed by an end marker the next part overwrites (in
+    /// one write, unless a direct write needs several windows). `frames` is as it was
+    /// afterwards.
     ///
     /// # Errors
     ///
-    /// The write failed: everything of this append is cut back, so the next one starts on a
-    /// record boundary (a failed cut leaves a torn record, which readers skip).
+    /// The write failed: the append is given up ([`abort_append`](Self::abort_append)).
     pub(crate) fn write_part(
         &mut self,
         append: &mut Append,
@@ -390,13 +389,22 @@ impl SegmentLog {
             }
         };
         if let Err(e) = written {
-            let _ = self.active.set_len(append.at);
-            // A direct writer's copy of the segment's last block is not the file's any more.
-            self.roll_next |= self.direct.is_some();
+            self.abort_append(append);
             return Err(BufferError::io("append to", &self.active_path(), e));
         }
         append.written += len as u64;
         Ok(())
+    }
+
+    /// Gives up an append (a write or an encoding failed): what of it was written is cut back,
+    /// so the next append starts on a record boundary (a failed cut leaves records readers
+    /// skip as torn, or replay: every write is idempotent), and with a direct writer, whose
+    /// copy of the segment's last block is not the file's any more, the next append starts a
+    /// new segment.
+    pub(crate) fn abort_append(&mut self, append: &mut Append) {
+        let _ = self.active.set_len(append.at);
+        self.roll_next |= self.direct.is_some();
+        append.written = 0;
     }
 
     /// Makes a written append part of the log.
@@ -526,7 +534,11 @@ impl SegmentLog {
             if let Some(header) = frames.peek()? {
                 let over = rows + header.rows as usize > max_rows
                     || bytes + header.frame_len() > max_bytes;
-                if over && !(oversize_ok && loaded.records.is_empty()) {
+                // Only a record waits for the next load: bytes that do not check (a torn
+                // record whose length fits in the file, as a direct write's padding allows)
+                // are skipped now, or the read position would stay behind them while the
+                // writer, told nothing is ahead but them, appends to memory.
+                if over && !(oversize_ok && loaded.records.is_empty()) && frames.record_at_pos()? {
                     break;
                 }
             }
@@ -645,8 +657,10 @@ impl SegmentLog {
             tracing::error!(error = %crate::error::chain(&e), "disk buffer: sync before a new segment failed");
         }
         let (file, segment) = create_segment(&self.dir, first)?;
-        self.direct = DirectWriter::start(&segment.path, self.direct_io)?;
+        let direct = DirectWriter::start(&segment.path, self.direct_io)?;
         sync_dir(&self.dir)?;
+        // The writer with its file: an error above leaves both as they were.
+        self.direct = direct;
         self.active = file;
         self.segments.push_back(segment);
         self.roll_next = false;
@@ -686,7 +700,7 @@ struct DirectWriter {
 
 impl DirectWriter {
     /// A direct writer for a segment just started, if `wanted` and the filesystem takes direct
-    /// writes (tmpfs does not: its segments are written through the page cache).
+    /// writes (where it does not, segments are written through the page cache).
     ///
     /// # Errors
     ///
@@ -704,11 +718,17 @@ impl DirectWriter {
             tail: SEGMENT_HEADER.to_vec(),
         };
         // The header again (it is in the page cache, which the first direct write of its
-        // block must flush) and the end marker.
-        writer
-            .write(SEGMENT_HEADER.len() as u64, &[])
-            .map_err(|e| BufferError::io("write", path, e))?;
-        Ok(Some(writer))
+        // block must flush) and the end marker. A filesystem that opens with `O_DIRECT` but
+        // refuses these writes (a block size over 4 KiB) keeps the page cache: the header and
+        // the marker are there already.
+        match writer.write(SEGMENT_HEADER.len() as u64, &[]) {
+            Ok(()) => Ok(Some(writer)),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                tracing::debug!(error = %e, path = %path.display(), "disk buffer: direct writes refused; through the page cache");
+                Ok(None)
+            }
+            Err(e) => Err(BufferError::io("write", path, e)),
+        }
     }
 
     /// Writes `frames` at `at`, the segment's end, and an end marker after them: in windows
@@ -717,7 +737,12 @@ impl DirectWriter {
     fn write(&mut self, at: u64, frames: &[u8]) -> std::io::Result<()> {
         let offset = self.buf.as_ptr().align_offset(BLOCK);
         let window = &mut self.buf[offset..offset + DIRECT_WINDOW + BLOCK];
-        let mut start = at - self.tail.len() as u64;
+        // The kept block ends at `at` (an append given up resets it: `abort_append`).
+        let Some(mut start) = at.checked_sub(self.tail.len() as u64) else {
+            return Err(std::io::Error::other(
+                "the kept block is not the segment's end",
+            ));
+        };
         let mut rest = frames;
         loop {
             let tail = self.tail.len();
@@ -838,7 +863,8 @@ fn write_ledger(file: &File, seq: u64) -> std::io::Result<()> {
 /// What a scan of a segment at open found.
 struct Scan {
     len: u64,
-    /// 1 or 2, from the segment's header (2 when the header is damaged).
+    /// 1 or 2, from the segment's header; 0 when the header is damaged (its records are
+    /// decoded as either).
     version: u8,
     last_seq: Option<u64>,
     /// Offset of the first record above the ledger.
@@ -870,6 +896,8 @@ fn scan(path: &Path, settled: u64) -> Result<Scan, BufferError> {
     let known = &header == SEGMENT_HEADER || &header == SEGMENT_HEADER_V1;
     if &header == SEGMENT_HEADER_V1 {
         out.version = 1;
+    } else if !known {
+        out.version = 0;
     }
     if read && !known && header.starts_with(SEGMENT_FAMILY) {
         // Another version's segment: not this code's to read, nor to delete.
@@ -1005,6 +1033,14 @@ impl FrameReader {
         let mut bytes = [0u8; FRAME_HEADER];
         self.read_exact(&mut bytes)?;
         Ok(Header::parse(&bytes).filter(|h| at + h.frame_len() <= self.len))
+    }
+
+    /// Whether a record (a checked frame, not the end marker) starts at the next position.
+    fn record_at_pos(&mut self) -> Result<bool, BufferError> {
+        let at = self.pos;
+        Ok(self
+            .frame_at(at)?
+            .is_some_and(|(header, _)| !header.is_end_marker()))
     }
 
     /// The frame at `at` if its checksum holds (whatever its sequence number).
@@ -1267,7 +1303,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_segment_is_still_read() {
+    fn a_version_1_segment_is_still_read_even_with_its_header_damaged() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut bytes = SEGMENT_HEADER_V1.to_vec();
         for seq in 1..=3 {
@@ -1282,6 +1318,17 @@ mod tests {
         assert_eq!(seqs(&loaded), vec![1, 2, 3]);
         assert_eq!(loaded.records[2].1.tasks[1].output, "seq-3");
         assert_eq!(log.next_seq(), 4);
+        drop(log);
+
+        // With its header damaged, its records still decode (as either version).
+        let dir = tempfile::tempdir().expect("tempdir");
+        bytes[3] ^= 0xff;
+        std::fs::write(segment_path(dir.path(), 1), &bytes).expect("write");
+        let (mut log, recovery) = open(dir.path());
+        assert_eq!(reasons(&recovery), vec![(0, SkipReason::Corrupt)]);
+        let loaded = log.load(usize::MAX, u64::MAX, true).expect("load");
+        assert_eq!(seqs(&loaded), vec![1, 2, 3]);
+        assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
     }
 
     #[test]
@@ -1327,6 +1374,29 @@ mod tests {
                 &batch.tasks[0].output == output,
                 "an output came back changed"
             );
+        }
+    }
+
+    #[test]
+    fn an_append_given_up_after_a_part_leaves_every_committed_record_readable() {
+        for direct in [true, false] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (mut log, _) =
+                SegmentLog::open(dir.path(), 64 << 20, SyncPolicy::EveryWrite, direct)
+                    .expect("open");
+            log.append(&frames(1, 1), 1, 1, false).expect("append");
+            // A part written, then the append fails (a later record would not encode).
+            let mut append = log.begin_append(2, 3).expect("begin");
+            log.write_part(&mut append, &mut frames(2, 1))
+                .expect("part");
+            log.abort_append(&mut append);
+            log.append(&frames(2, 2), 2, 3, false)
+                .expect("the next append");
+            drop(log);
+            let (mut log, recovery) = open(dir.path());
+            assert!(recovery.skipped.is_empty(), "{:?}", recovery.skipped);
+            let loaded = log.load(usize::MAX, u64::MAX, true).expect("load");
+            assert_eq!(seqs(&loaded), vec![1, 2, 3], "direct writes: {direct}");
         }
     }
 
