@@ -348,7 +348,7 @@ impl BufferThread {
                 }),
             };
             if let Err(e) = written {
-                // Parts already written are cut back (an encoding failure comes here too).
+                // A failed write or encoding gives the append up: its written parts are cut.
                 self.log.abort_append(&mut append);
                 if self.frames.capacity() > FRAMES_KEPT {
                     self.frames = Vec::new();

@@ -21,8 +21,8 @@
 //! ```
 //!
 //! Outputs (an LLM's answer: the large part of a row) are copied as they are rather than
-//! escaped into JSON, which cost the log a fifth of its CPU at 400 KB outputs. A version 1
-//! payload is the JSON alone, outputs in it.
+//! escaped into JSON, which took 0.1 s of CPU per 400 MB of outputs (BENCHMARKS.md, session
+//! 20261204p). A version 1 payload is the JSON alone, outputs in it.
 //!
 //! Every write ends with an *end marker*, a frame with sequence number 0 (no record has it) and
 //! no payload, which the next write overwrites: a reader stops there (what follows may be a
@@ -80,8 +80,7 @@ pub(crate) fn encode(
     tasks: &mut [TaskRow],
 ) -> Result<(), EncodeError> {
     let start = out.len();
-    out.extend_from_slice(&RECORD_MAGIC);
-    out.extend_from_slice(&[0; FRAME_HEADER - 4]);
+    out.extend_from_slice(&[0; FRAME_HEADER]);
     let payload = out.len();
     out.extend_from_slice(&[0; 4]);
     let outputs: Vec<String> = tasks
@@ -110,13 +109,24 @@ pub(crate) fn encode(
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(task.output.as_bytes());
     }
+    let rows = u32::try_from(executions.len() + tasks.len()).unwrap_or(u32::MAX);
+    seal(out, start, seq, rows)
+}
+
+/// Fills in the header of the frame at `start`, whose payload runs to the end of `out`.
+///
+/// # Errors
+///
+/// A payload over 4 GiB: the frame is cut from `out`.
+fn seal(out: &mut Vec<u8>, start: usize, seq: u64, rows: u32) -> Result<(), EncodeError> {
+    let payload = start + FRAME_HEADER;
     let Ok(len) = u32::try_from(out.len() - payload) else {
         let bytes = out.len() - payload;
         out.truncate(start);
         return Err(EncodeError::TooLarge(bytes));
     };
+    out[start..start + 4].copy_from_slice(&RECORD_MAGIC);
     out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
-    let rows = u32::try_from(executions.len() + tasks.len()).unwrap_or(u32::MAX);
     out[start + 12..start + 20].copy_from_slice(&seq.to_le_bytes());
     out[start + 20..start + 24].copy_from_slice(&rows.to_le_bytes());
     let crc = checksum(len, seq, rows, &out[payload..]);
@@ -280,15 +290,11 @@ pub(crate) mod tests {
         executions: &[ExecutionRow],
         tasks: &[TaskRow],
     ) {
-        let json = serde_json::to_vec(&RowsRef { executions, tasks }).expect("json");
-        let len = u32::try_from(json.len()).expect("small");
+        let start = out.len();
+        out.extend_from_slice(&[0; FRAME_HEADER]);
+        serde_json::to_writer(&mut *out, &RowsRef { executions, tasks }).expect("json");
         let rows = u32::try_from(executions.len() + tasks.len()).expect("few");
-        out.extend_from_slice(&RECORD_MAGIC);
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&checksum(len, seq, rows, &json).to_le_bytes());
-        out.extend_from_slice(&seq.to_le_bytes());
-        out.extend_from_slice(&rows.to_le_bytes());
-        out.extend_from_slice(&json);
+        seal(out, start, seq, rows).expect("small");
     }
 
     fn frame(bytes: &[u8]) -> (Header, &[u8]) {

@@ -329,7 +329,10 @@ impl SegmentLog {
         backlog: bool,
     ) -> Result<(), BufferError> {
         let mut append = self.begin_append(first, last)?;
-        self.write_part(&mut append, &mut frames.to_vec())?;
+        if let Err(e) = self.write_part(&mut append, &mut frames.to_vec()) {
+            self.abort_append(&mut append);
+            return Err(e);
+        }
         self.commit_append(append, last, backlog);
         Ok(())
     }
@@ -371,7 +374,7 @@ impl SegmentLog {
     ///
     /// # Errors
     ///
-    /// The write failed: the append is given up ([`abort_append`](Self::abort_append)).
+    /// The write failed: the caller gives the append up ([`abort_append`](Self::abort_append)).
     pub(crate) fn write_part(
         &mut self,
         append: &mut Append,
@@ -388,10 +391,7 @@ impl SegmentLog {
                 written
             }
         };
-        if let Err(e) = written {
-            self.abort_append(append);
-            return Err(BufferError::io("append to", &self.active_path(), e));
-        }
+        written.map_err(|e| BufferError::io("append to", &self.active_path(), e))?;
         append.written += len as u64;
         Ok(())
     }
@@ -806,11 +806,7 @@ fn create_segment(dir: &Path, name: u64) -> Result<(File, Segment), BufferError>
         .write(true)
         .open(&path)
         .map_err(|e| BufferError::io("create", &path, e))?;
-    start_segment(file, path, name)
-}
-
-/// Writes a new segment's header and an end marker.
-fn start_segment(file: File, path: PathBuf, name: u64) -> Result<(File, Segment), BufferError> {
+    // The header and an end marker (a direct writer writes them again, past the page cache).
     let mut start = SEGMENT_HEADER.to_vec();
     start.extend_from_slice(&record::end_marker());
     file.write_all_at(&start, 0)
